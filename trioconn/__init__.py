@@ -1,0 +1,1 @@
+"""trioconn: live data over WebSockets for trio."""

@@ -1,0 +1,116 @@
+"""The one exception hierarchy of trioconn.
+
+Users never see ``wsproto``, ``trio_websocket`` or ``coredis`` exceptions: they are translated
+here, once, at the boundary. trio's distinction is kept: *closed* means a close handshake ended
+the connection (with a code); *broken* means the network or the peer went away without one.
+
+    TrioconnError
+    ├── ConnectionClosed(code, reason)     a close frame ended the connection
+    │   └── ConnectionBroken               no close frame: reset socket, dead link (code 1006)
+    ├── HandshakeRejected(status, body)    the server answered the opening handshake with 4xx/5xx
+    ├── ReconnectFailed(cause)             the client gave up: attempts exhausted or a final code
+    ├── ProtocolError(code, message)       a frame broke protocol v1
+    ├── ServerError(code, message, ref)    the server answered a client request with ``error``
+    ├── TopicEnded(topic)                  a write to a topic that has been ended
+    ├── HubStopped                         the hub is not running (publishing from a thread)
+    └── BrokerUnavailable                  the broker (Redis) cannot be reached
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BrokerUnavailable",
+    "ConnectionBroken",
+    "ConnectionClosed",
+    "HandshakeRejected",
+    "HubStopped",
+    "ProtocolError",
+    "ReconnectFailed",
+    "ServerError",
+    "TopicEnded",
+    "TrioconnError",
+]
+
+
+class TrioconnError(Exception):
+    """Root of every error trioconn raises on purpose."""
+
+
+class ConnectionClosed(TrioconnError):
+    """A WebSocket close handshake ended the connection.
+
+    Attributes:
+        code: the close code (see ``docs/protocol.md`` for the table).
+        reason: the close reason, possibly empty.
+    """
+
+    def __init__(self, code: int, reason: str = "") -> None:
+        super().__init__(f"connection closed with code {code}" + (f": {reason}" if reason else ""))
+        self.code = code
+        self.reason = reason
+
+
+class ConnectionBroken(ConnectionClosed):
+    """The connection ended without a close frame (the peer or the network failed)."""
+
+    def __init__(self, reason: str = "") -> None:
+        super().__init__(1006, reason)
+
+
+class HandshakeRejected(TrioconnError):
+    """The server refused the WebSocket handshake with an HTTP status (401, 403, 503 …)."""
+
+    def __init__(self, status: int, body: bytes = b"") -> None:
+        text = body.decode("utf-8", "replace")[:200]
+        super().__init__(f"handshake rejected with HTTP {status}" + (f": {text}" if text else ""))
+        self.status = status
+        self.body = body
+
+
+class ReconnectFailed(TrioconnError):
+    """The client stopped reconnecting; ``cause`` is the last failure (also ``__cause__``)."""
+
+    def __init__(self, message: str, cause: BaseException | None) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
+class ProtocolError(TrioconnError):
+    """A frame that protocol v1 does not allow.
+
+    Attributes:
+        code: machine-readable error code, as sent in an ``error`` frame.
+        message: what was wrong, for a person.
+    """
+
+    def __init__(self, code: str, message: str, ref: object = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.ref = ref
+
+
+class ServerError(TrioconnError):
+    """The server answered a request (publish, subscribe) with an ``error`` frame."""
+
+    def __init__(self, code: str, message: str, ref: object = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.ref = ref
+
+
+class TopicEnded(TrioconnError):
+    """The topic has been ended; it accepts no more writes."""
+
+    def __init__(self, topic: str) -> None:
+        super().__init__(f"topic {topic!r} has ended and accepts no more writes")
+        self.topic = topic
+
+
+class HubStopped(TrioconnError):
+    """The hub is not running, so the call cannot reach any subscriber."""
+
+
+class BrokerUnavailable(TrioconnError):
+    """The broker could not be reached; nothing was published."""

@@ -1,0 +1,615 @@
+"""Wire protocol v1: frames, their validation, and the close-code table. No I/O, no trio.
+
+Theory of operation
+-------------------
+Every WebSocket message is one JSON object with a ``"type"``. ``parse_client_frame`` and
+``parse_server_frames`` turn text into small frozen frame objects, or raise ``ProtocolError``
+with a machine-readable code that the server echoes in an ``error`` frame. Unknown fields are
+ignored so that later versions can add them. Each frame class has ``to_json()``; the event path
+uses ``encode_event``/``encode_batch`` directly because one publication is encoded once and the
+same text goes to every subscriber (a batch is built by joining already-encoded frames).
+
+``CLOSE_CODES`` is the single table of close codes that both the server (which picks a code) and
+the client (which decides whether to reconnect) read. See ``docs/protocol.md``.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Final, TypeAlias
+
+import attrs
+
+from ._exceptions import ProtocolError
+
+__all__ = [
+    "CLOSE_CODES",
+    "PROTOCOL_VERSION",
+    "Batch",
+    "ClientFrame",
+    "CloseAction",
+    "CloseCodeInfo",
+    "End",
+    "Error",
+    "ErrorCode",
+    "Event",
+    "Ping",
+    "Pong",
+    "Publish",
+    "Published",
+    "Reset",
+    "ServerFrame",
+    "Subscribe",
+    "Subscribed",
+    "Unsubscribe",
+    "Unsubscribed",
+    "Welcome",
+    "close_action",
+    "encode_batch",
+    "encode_event",
+    "parse_client_frame",
+    "parse_server_frames",
+    "validate_topic",
+]
+
+PROTOCOL_VERSION: Final = 1
+MAX_TOPIC_LENGTH: Final = 256
+MAX_REF_LENGTH: Final = 128
+
+Ref: TypeAlias = "str | int | None"
+
+_dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+_loads = json.JSONDecoder(parse_constant=_reject_constant).decode
+
+
+def dumps(obj: Any) -> str:
+    """Encode ``obj`` as compact JSON; raise ``TypeError`` for anything JSON cannot carry."""
+    try:
+        return _dumps(obj)
+    except ValueError as exc:  # NaN / Infinity
+        raise TypeError(f"data is not JSON-serializable: {exc}") from None
+
+
+class ErrorCode(enum.StrEnum):
+    """Machine-readable codes carried by ``error`` frames."""
+
+    INVALID_JSON = "invalid-json"
+    NOT_AN_OBJECT = "not-an-object"
+    UNKNOWN_TYPE = "unknown-type"
+    INVALID_FIELD = "invalid-field"
+    BINARY_FRAME = "binary-frame"
+    FORBIDDEN = "forbidden"
+    NOT_SUBSCRIBED = "not-subscribed"
+    ALREADY_SUBSCRIBED = "already-subscribed"
+    TOPIC_ENDED = "topic-ended"
+    WRONG_KIND = "wrong-kind"
+    TOO_MANY_SUBSCRIPTIONS = "too-many-subscriptions"
+    INTERNAL = "internal"
+
+
+# --------------------------------------------------------------------------------------------
+# Close codes
+
+
+class CloseAction(enum.Enum):
+    """What a client does when the connection closes with a given code."""
+
+    #: The work is done: end normally, never reconnect.
+    DONE = "done"
+    #: A final failure (policy, auth, protocol): raise, never reconnect.
+    FAIL = "fail"
+    #: Transient: reconnect with backoff and resume subscriptions.
+    RECONNECT = "reconnect"
+    #: Credentials expired: reconnect once with a fresh token if a provider exists, else fail.
+    REAUTH = "reauth"
+
+
+@attrs.frozen
+class CloseCodeInfo:
+    """One row of the close-code table."""
+
+    code: int
+    name: str
+    action: CloseAction
+    meaning: str
+
+
+def _table(*rows: CloseCodeInfo) -> Mapping[int, CloseCodeInfo]:
+    return {row.code: row for row in rows}
+
+
+_D, _F, _R, _A = CloseAction.DONE, CloseAction.FAIL, CloseAction.RECONNECT, CloseAction.REAUTH
+
+#: The one close-code table. RFC 6455 reserves 4000-4999 for applications.
+CLOSE_CODES: Final[Mapping[int, CloseCodeInfo]] = _table(
+    CloseCodeInfo(1000, "normal", _D, "work done; the client ends and does not reconnect"),
+    CloseCodeInfo(1001, "going-away", _R, "server shutting down; reconnect to another or later"),
+    CloseCodeInfo(1002, "protocol-error", _F, "WebSocket protocol violation"),
+    CloseCodeInfo(1003, "unsupported-data", _F, "data the endpoint cannot accept"),
+    CloseCodeInfo(1006, "abnormal", _R, "no close frame: reset socket, dead link (never sent)"),
+    CloseCodeInfo(1007, "invalid-payload", _F, "text frame that is not UTF-8"),
+    CloseCodeInfo(1008, "policy", _F, "policy violation, e.g. origin refused"),
+    CloseCodeInfo(1009, "too-big", _F, "frame larger than the configured maximum"),
+    CloseCodeInfo(1011, "internal-error", _R, "server error; reconnect"),
+    CloseCodeInfo(1012, "restart", _R, "server restarting; reconnect"),
+    CloseCodeInfo(1013, "try-again-later", _R, "overloaded (connection limit); back off"),
+    CloseCodeInfo(4000, "heartbeat-timeout", _R, "no frame within the heartbeat timeout"),
+    CloseCodeInfo(4001, "slow-consumer", _R, "client fell behind; reconnect and resume"),
+    CloseCodeInfo(4401, "unauthorized", _A, "credentials expired or missing"),
+    CloseCodeInfo(4403, "forbidden", _F, "identity not allowed"),
+)
+
+
+def close_action(code: int, overrides: Mapping[int, CloseAction] | None = None) -> CloseAction:
+    """Look up what a client does after close ``code``.
+
+    Codes outside the table: 1xxx codes the RFC calls errors fail, 4xxx application codes and
+    anything else reconnect (an unknown code is not evidence that retrying is futile).
+    """
+    if overrides and code in overrides:
+        return overrides[code]
+    info = CLOSE_CODES.get(code)
+    if info is not None:
+        return info.action
+    if 1000 <= code < 3000:
+        return CloseAction.FAIL
+    return CloseAction.RECONNECT
+
+
+# --------------------------------------------------------------------------------------------
+# Field validation
+
+
+def validate_topic(topic: object) -> str:
+    """Return ``topic`` if it is a valid topic name, else raise ``ValueError`` saying why."""
+    if not isinstance(topic, str):
+        raise ValueError(f"topic must be a str, not {type(topic).__name__}")
+    if not topic:
+        raise ValueError("topic must not be empty")
+    if len(topic) > MAX_TOPIC_LENGTH:
+        raise ValueError(f"topic is longer than {MAX_TOPIC_LENGTH} characters")
+    if any(ord(ch) < 0x20 or ch == "\x7f" for ch in topic):
+        raise ValueError("topic must not contain control characters")
+    return topic
+
+
+def _bad(field: str, why: str) -> ProtocolError:
+    return ProtocolError(ErrorCode.INVALID_FIELD.value, f"field {field!r} {why}")
+
+
+def _topic(obj: Mapping[str, Any], field: str = "topic") -> str:
+    try:
+        return validate_topic(obj.get(field))
+    except ValueError as exc:
+        raise _bad(field, str(exc).removeprefix("topic ")) from None
+
+
+def _int(obj: Mapping[str, Any], field: str, *, required: bool = True) -> int | None:
+    value = obj.get(field)
+    if value is None and not required:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise _bad(field, "must be a non-negative integer")
+    return value
+
+
+def _number(obj: Mapping[str, Any], field: str) -> float:
+    value = obj.get(field)
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise _bad(field, "must be a positive number")
+    return float(value)
+
+
+def _str(obj: Mapping[str, Any], field: str, *, required: bool = True) -> str | None:
+    value = obj.get(field)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str):
+        raise _bad(field, "must be a string")
+    return value
+
+
+def _ref(obj: Mapping[str, Any]) -> Ref:
+    ref = obj.get("ref")
+    if ref is None:
+        return None
+    if isinstance(ref, bool) or not isinstance(ref, str | int):
+        raise _bad("ref", "must be a string or an integer")
+    if isinstance(ref, str) and len(ref) > MAX_REF_LENGTH:
+        raise _bad("ref", f"must be at most {MAX_REF_LENGTH} characters")
+    return ref
+
+
+def _with(obj: dict[str, Any], **optional: Any) -> dict[str, Any]:
+    """Add the optional fields that are not None; the wire omits absent values."""
+    for key, value in optional.items():
+        if value is not None:
+            obj[key] = value
+    return obj
+
+
+# --------------------------------------------------------------------------------------------
+# Client → server frames
+
+
+@attrs.frozen
+class Subscribe:
+    """Start following ``topic``; resume after ``offset`` of ``epoch``, or replay ``last`` events."""
+
+    topic: str
+    ref: Ref = None
+    epoch: str | None = None
+    offset: int | None = None
+    last: int | None = None
+
+    def to_json(self) -> str:
+        resume = None if self.epoch is None else {"epoch": self.epoch, "offset": self.offset or 0}
+        return dumps(
+            _with({"type": "subscribe", "topic": self.topic}, ref=self.ref, resume=resume, last=self.last)
+        )
+
+
+@attrs.frozen
+class Unsubscribe:
+    """Stop following ``topic``."""
+
+    topic: str
+    ref: Ref = None
+
+    def to_json(self) -> str:
+        return dumps(_with({"type": "unsubscribe", "topic": self.topic}, ref=self.ref))
+
+
+@attrs.frozen
+class Pong:
+    """Answer to the server's ``ping`` with the same ``id``."""
+
+    id: int
+
+    def to_json(self) -> str:
+        return dumps({"type": "pong", "id": self.id})
+
+
+@attrs.frozen
+class Publish:
+    """Publish ``data`` to stream ``topic``; allowed only if the server's authorize hook says so."""
+
+    topic: str
+    data: Any
+    ref: Ref = None
+
+    def to_json(self) -> str:
+        return dumps(_with({"type": "publish", "topic": self.topic, "data": self.data}, ref=self.ref))
+
+
+ClientFrame: TypeAlias = Subscribe | Unsubscribe | Pong | Publish
+
+
+def _parse_subscribe(obj: Mapping[str, Any]) -> Subscribe:
+    topic, ref = _topic(obj), _ref(obj)
+    resume = obj.get("resume")
+    epoch = offset = None
+    if resume is not None:
+        if not isinstance(resume, dict):
+            raise _bad("resume", "must be an object with 'epoch' and 'offset'")
+        epoch = _str(resume, "epoch")
+        offset = _int(resume, "offset")
+    last = _int(obj, "last", required=False)
+    return Subscribe(topic, ref, epoch, offset, last)
+
+
+def _parse_publish(obj: Mapping[str, Any]) -> Publish:
+    if "data" not in obj:
+        raise _bad("data", "is required")
+    return Publish(_topic(obj), obj["data"], _ref(obj))
+
+
+_CLIENT_PARSERS: Final[dict[str, Callable[[Mapping[str, Any]], ClientFrame]]] = {
+    "subscribe": _parse_subscribe,
+    "unsubscribe": lambda o: Unsubscribe(_topic(o), _ref(o)),
+    "pong": lambda o: Pong(_int(o, "id") or 0),
+    "publish": _parse_publish,
+}
+
+
+def _load_object(text: str | bytes) -> dict[str, Any]:
+    if isinstance(text, bytes | bytearray):
+        raise ProtocolError(ErrorCode.BINARY_FRAME.value, "binary frames are not part of protocol v1")
+    try:
+        obj = _loads(text)
+    except ValueError as exc:
+        raise ProtocolError(ErrorCode.INVALID_JSON.value, f"frame is not valid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError(
+            ErrorCode.NOT_AN_OBJECT.value, f"frame must be a JSON object, not {type(obj).__name__}"
+        )
+    return obj
+
+
+def parse_client_frame(text: str | bytes) -> ClientFrame:
+    """Parse one client→server message.
+
+    Raises:
+        ProtocolError: with ``code`` from ``ErrorCode`` and, when the frame carried one, ``ref``.
+    """
+    obj = _load_object(text)
+    kind = obj.get("type")
+    parser = _CLIENT_PARSERS.get(kind) if isinstance(kind, str) else None
+    if parser is None:
+        error = ProtocolError(ErrorCode.UNKNOWN_TYPE.value, f"unknown frame type {kind!r}")
+    else:
+        try:
+            return parser(obj)
+        except ProtocolError as exc:
+            error = exc
+    ref = obj.get("ref")
+    error.ref = ref if isinstance(ref, str | int) and not isinstance(ref, bool) else None
+    raise error
+
+
+# --------------------------------------------------------------------------------------------
+# Server → client frames
+
+
+@attrs.frozen
+class Welcome:
+    """First frame on every connection: who we are and the heartbeat the client must follow."""
+
+    session: str
+    heartbeat_interval: float
+    heartbeat_timeout: float
+    max_frame_size: int
+    version: int = PROTOCOL_VERSION
+
+    def to_json(self) -> str:
+        return dumps(
+            {
+                "type": "welcome",
+                "version": self.version,
+                "session": self.session,
+                "heartbeat": {"interval": self.heartbeat_interval, "timeout": self.heartbeat_timeout},
+                "max_frame_size": self.max_frame_size,
+            }
+        )
+
+
+@attrs.frozen
+class Ping:
+    """Heartbeat probe; answer with ``Pong(id)``. ``rtt`` is the last measured round trip (s)."""
+
+    id: int
+    rtt: float | None = None
+
+    def to_json(self) -> str:
+        return dumps(_with({"type": "ping", "id": self.id}, rtt=self.rtt))
+
+
+@attrs.frozen
+class Subscribed:
+    """Answer to ``subscribe``: the topic's position and, for state topics, its current value.
+
+    ``kind`` is None while nothing has been written to the topic. ``replayed`` events follow
+    this frame; ``ended`` means an ``end`` frame follows them.
+    """
+
+    topic: str
+    epoch: str
+    offset: int
+    kind: str | None = None
+    snapshot: Any = None
+    has_snapshot: bool = False
+    replayed: int = 0
+    ended: bool = False
+    ref: Ref = None
+
+    _type = "subscribed"
+
+    def to_json(self) -> str:
+        obj: dict[str, Any] = {
+            "type": self._type,
+            "topic": self.topic,
+            "epoch": self.epoch,
+            "offset": self.offset,
+            "kind": self.kind,
+            "replayed": self.replayed,
+            "ended": self.ended,
+        }
+        if self.has_snapshot:
+            obj["snapshot"] = self.snapshot
+        return dumps(_with(obj, ref=self.ref))
+
+
+@attrs.frozen
+class Reset(Subscribed):
+    """Answer to ``subscribe`` whose resume point is gone (other epoch, or older than history).
+
+    The subscription is active from ``offset``; ``snapshot`` (if any) is the current state. The
+    events between the resume point and ``offset`` are not available: the consumer is told.
+    """
+
+    _type = "reset"
+
+
+@attrs.frozen
+class Event:
+    """One publication on ``topic`` at ``offset`` (offsets increase by one per write)."""
+
+    topic: str
+    offset: int
+    data: Any
+
+    def to_json(self) -> str:
+        return encode_event(self.topic, self.offset, self.data)
+
+
+@attrs.frozen
+class End:
+    """The topic has ended at ``offset``; the subscription is over, normally."""
+
+    topic: str
+    offset: int
+
+    def to_json(self) -> str:
+        return dumps({"type": "end", "topic": self.topic, "offset": self.offset})
+
+
+@attrs.frozen
+class Unsubscribed:
+    """Answer to ``unsubscribe``."""
+
+    topic: str
+    ref: Ref = None
+
+    def to_json(self) -> str:
+        return dumps(_with({"type": "unsubscribed", "topic": self.topic}, ref=self.ref))
+
+
+@attrs.frozen
+class Published:
+    """Answer to ``publish``: the event was stored at ``offset``."""
+
+    topic: str
+    offset: int
+    ref: Ref = None
+
+    def to_json(self) -> str:
+        return dumps(_with({"type": "published", "topic": self.topic, "offset": self.offset}, ref=self.ref))
+
+
+@attrs.frozen
+class Error:
+    """A request could not be honoured; ``ref`` names the client frame it answers, if any."""
+
+    code: str
+    message: str
+    ref: Ref = None
+    topic: str | None = None
+
+    def to_json(self) -> str:
+        return dumps(
+            _with(
+                {"type": "error", "code": self.code, "message": self.message}, ref=self.ref, topic=self.topic
+            )
+        )
+
+
+@attrs.frozen
+class Batch:
+    """Several server frames in one message, in order (only used on the wire)."""
+
+    frames: tuple[ServerFrame, ...]
+
+    def to_json(self) -> str:
+        return encode_batch(frame.to_json() for frame in self.frames)
+
+
+ServerFrame: TypeAlias = (
+    Welcome | Ping | Subscribed | Reset | Event | End | Unsubscribed | Published | Error | Batch
+)
+
+
+def encode_event(topic: str, offset: int, data: Any) -> str:
+    """Encode an ``event`` frame (raises ``TypeError`` if ``data`` is not JSON-serializable)."""
+    return dumps({"type": "event", "topic": topic, "offset": offset, "data": data})
+
+
+def encode_batch(encoded_frames: Iterable[str]) -> str:
+    """Join already-encoded frames into one ``batch`` frame without decoding them again."""
+    return '{"type":"batch","frames":[' + ",".join(encoded_frames) + "]}"
+
+
+def _parse_subscribed(obj: Mapping[str, Any], cls: type[Subscribed]) -> Subscribed:
+    kind = obj.get("kind")
+    if kind not in (None, "stream", "state"):
+        raise _bad("kind", "must be 'stream', 'state' or null")
+    return cls(
+        topic=_topic(obj),
+        epoch=_str(obj, "epoch") or "",
+        offset=_int(obj, "offset") or 0,
+        kind=kind,
+        snapshot=obj.get("snapshot"),
+        has_snapshot="snapshot" in obj,
+        replayed=_int(obj, "replayed", required=False) or 0,
+        ended=bool(obj.get("ended", False)),
+        ref=_ref(obj),
+    )
+
+
+def _parse_welcome(obj: Mapping[str, Any]) -> Welcome:
+    heartbeat = obj.get("heartbeat")
+    if not isinstance(heartbeat, dict):
+        raise _bad("heartbeat", "must be an object with 'interval' and 'timeout'")
+    version = _int(obj, "version") or 0
+    if version != PROTOCOL_VERSION:
+        raise _bad("version", f"is {version}; this client speaks version {PROTOCOL_VERSION}")
+    return Welcome(
+        session=_str(obj, "session") or "",
+        heartbeat_interval=_number(heartbeat, "interval"),
+        heartbeat_timeout=_number(heartbeat, "timeout"),
+        max_frame_size=_int(obj, "max_frame_size") or 0,
+        version=version,
+    )
+
+
+def _parse_error(obj: Mapping[str, Any]) -> Error:
+    topic = obj.get("topic")
+    return Error(
+        _str(obj, "code") or "",
+        _str(obj, "message") or "",
+        _ref(obj),
+        topic if isinstance(topic, str) else None,
+    )
+
+
+_SERVER_PARSERS: Final[dict[str, Callable[[Mapping[str, Any]], ServerFrame]]] = {
+    "welcome": _parse_welcome,
+    "ping": lambda o: Ping(
+        _int(o, "id") or 0, o.get("rtt") if isinstance(o.get("rtt"), float | int) else None
+    ),
+    "subscribed": lambda o: _parse_subscribed(o, Subscribed),
+    "reset": lambda o: _parse_subscribed(o, Reset),
+    "event": lambda o: Event(_topic(o), _int(o, "offset") or 0, o.get("data")),
+    "end": lambda o: End(_topic(o), _int(o, "offset") or 0),
+    "unsubscribed": lambda o: Unsubscribed(_topic(o), _ref(o)),
+    "published": lambda o: Published(_topic(o), _int(o, "offset") or 0, _ref(o)),
+    "error": _parse_error,
+}
+
+
+def _parse_server_object(obj: Any, *, nested: bool) -> ServerFrame:
+    if not isinstance(obj, dict):
+        raise ProtocolError(ErrorCode.NOT_AN_OBJECT.value, "frame must be a JSON object")
+    kind = obj.get("type")
+    parser = _SERVER_PARSERS.get(kind) if isinstance(kind, str) else None
+    if parser is None or (nested and kind == "welcome"):
+        raise ProtocolError(ErrorCode.UNKNOWN_TYPE.value, f"unknown frame type {kind!r}")
+    return parser(obj)
+
+
+def parse_server_frames(text: str | bytes) -> list[ServerFrame]:
+    """Parse one server→client message into frames (a ``batch`` becomes its frames, in order).
+
+    Raises:
+        ProtocolError: the message is not a valid protocol v1 server frame.
+    """
+    obj = _load_object(text)
+    if obj.get("type") != "batch":
+        return [_parse_server_object(obj, nested=False)]
+    frames = obj.get("frames")
+    if not isinstance(frames, list):
+        raise _bad("frames", "must be a list of frames")
+    return [_parse_server_object(item, nested=True) for item in frames]
