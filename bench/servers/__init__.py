@@ -1,0 +1,1 @@
+"""Benchmark servers: trioconn and two baselines, all driven by the same stdin control protocol."""
