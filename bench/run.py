@@ -393,7 +393,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--burst", type=pair, nargs="*", default=[(100, 2000), (1000, 200)], metavar="NxM")
     p.add_argument("--size", type=int, default=100, help="bytes per event frame")
     p.add_argument("--steady-conns", type=int, default=1000, help="0 skips the steady scenario")
-    p.add_argument("--steady-rate", type=float, default=10.0, help="events/s (all stacks must keep up)")
+    p.add_argument("--steady-rate", type=float, default=5.0, help="events/s (every stack must keep up)")
     p.add_argument("--steady-seconds", type=float, default=10.0)
     p.add_argument("--idle-conns", type=int, default=5000, help="0 skips the idle scenario")
     p.add_argument("--idle-seconds", type=float, default=30.0)
