@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import sys
 from array import array
@@ -209,7 +210,7 @@ class WebsocketsClient(Client):
                 await ws.send(self.subscribe_frame())
                 connected.set_result(None)
                 async for message in ws:
-                    self.on_text(message)  # type: ignore[arg-type]
+                    self.on_text(str(message))
         except ConnectionClosed as exc:
             self.close_code = exc.rcvd.code if exc.rcvd else None
         except Exception as exc:
@@ -394,6 +395,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("the load generator only targets loopback addresses")
     if args.client == "auto":
         args.client = "picows" if picows is not None else "websockets"
+    if args.client == "websockets" and importlib.util.find_spec("websockets") is None:
+        parser.error("neither picows nor websockets is installed: pip install -r bench/requirements.txt")
     elif args.client == "picows" and picows is None:
         parser.error("picows is not installed")
     return args

@@ -28,6 +28,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from importlib import metadata
 from pathlib import Path
 from typing import IO, Any
@@ -142,7 +143,8 @@ class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         pin = args.pin and (os.cpu_count() or 1) >= 2
-        self.server_cpu, self.client_cpu = (0, 1) if pin else (None, None)
+        self.server_cpu: int | None = 0 if pin else None
+        self.client_cpu: int | None = 1 if pin else None
         self.client_kind = "?"
 
     @contextlib.contextmanager
@@ -270,17 +272,19 @@ def spread(values: list[float]) -> str:
 def median(runs: list[Metrics], key: str) -> float | None:
     """Median of ``key`` over the runs that have it."""
     values = [r[key] for r in runs if r.get(key) is not None]
-    return statistics.median(values) if values else None
+    return float(statistics.median(values)) if values else None
 
 
-Column = tuple[str, str, bool]  # header, metric key, show a ratio to the reference
+#: header, metric key, and the smallest reference median worth dividing by (None: no ratio
+#: column). CPU seconds near one /proc clock tick would give meaningless ratios.
+Column = tuple[str, str, float | None]
 
 
 def table(results: dict[str, list[Metrics] | str], columns: list[Column]) -> list[str]:
     """A markdown table: one row per server, ``median (min-max)`` per metric, ratios to raw."""
     header = ["server"]
-    for title, _, ratio in columns:
-        header += [title, "vs raw"] if ratio else [title]
+    for title, _, floor in columns:
+        header += [title] if floor is None else [title, "vs raw"]
     header.append("violations")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     reference = results.get(REFERENCE)
@@ -289,12 +293,15 @@ def table(results: dict[str, list[Metrics] | str], columns: list[Column]) -> lis
             lines.append(f"| {server} | {runs} |" + " |" * (len(header) - 2))
             continue
         row = [server]
-        for _, key, ratio in columns:
+        for _, key, floor in columns:
             row.append(spread([r[key] for r in runs if r.get(key) is not None]))
-            if ratio:
+            if floor is not None:
                 ref = median(reference, key) if isinstance(reference, list) else None
                 mine = median(runs, key)
-                row.append(f"{mine / ref:.2f}x" if ref and mine is not None else "-")
+                if ref is not None and mine is not None and abs(ref) > floor:
+                    row.append(f"{mine / ref:.2f}x")
+                else:
+                    row.append("-")
         row.append(str(sum(r["violations"] for r in runs)))
         lines.append("| " + " | ".join(row) + " |")
     return lines
@@ -328,11 +335,11 @@ Scenario = tuple[str, str, Callable[[str], Metrics], list[Column], int]
 def scenarios(bench: Bench, args: argparse.Namespace) -> list[Scenario]:
     """(key, title, run-one, columns, runs) for every scenario selected on the command line."""
     burst_cols: list[Column] = [
-        ("delivered/s", "rate", True),
-        ("server CPU us/event", "cpu_us", True),
-        ("p50 ms", "p50_ms", False),
-        ("p99 ms", "p99_ms", False),
-        ("client CPU share", "client_cpu_share", False),
+        ("delivered/s", "rate", 0),
+        ("server CPU us/event", "cpu_us", 0),
+        ("p50 ms", "p50_ms", None),
+        ("p99 ms", "p99_ms", None),
+        ("client CPU share", "client_cpu_share", None),
     ]
     out: list[Scenario] = []
     for n, m in args.burst:
@@ -340,7 +347,7 @@ def scenarios(bench: Bench, args: argparse.Namespace) -> list[Scenario]:
             (
                 f"burst-{n}x{m}",
                 f"Burst fan-out: {n} subscribers x {m} events (~{args.size} B)",
-                lambda s, n=n, m=m: bench.burst(s, n, m),
+                partial(bench.burst, n=n, m=m),
                 burst_cols,
                 args.runs,
             )
@@ -353,10 +360,10 @@ def scenarios(bench: Bench, args: argparse.Namespace) -> list[Scenario]:
                 f"for {args.steady_seconds:g} s",
                 lambda s: bench.steady(s, args.steady_conns, args.steady_rate, args.steady_seconds),
                 [
-                    ("p50 ms", "p50_ms", True),
-                    ("p99 ms", "p99_ms", True),
-                    ("max ms", "max_ms", False),
-                    ("server CPU share", "cpu_share", True),
+                    ("p50 ms", "p50_ms", 0),
+                    ("p99 ms", "p99_ms", 0),
+                    ("max ms", "max_ms", None),
+                    ("server CPU share", "cpu_share", 0.01),
                 ],
                 args.runs,
             )
@@ -368,10 +375,10 @@ def scenarios(bench: Bench, args: argparse.Namespace) -> list[Scenario]:
                 f"Idle: {args.idle_conns} connections held for {args.idle_seconds:g} s",
                 lambda s: bench.idle(s, args.idle_conns, args.idle_seconds),
                 [
-                    ("KiB RSS/conn", "kib_per_conn", True),
-                    ("server CPU s", "cpu_s", True),
-                    ("connect s", "connect_s", False),
-                    ("pings answered", "pings", False),
+                    ("KiB RSS/conn", "kib_per_conn", 0),
+                    ("server CPU s", "cpu_s", 0.1),
+                    ("connect s", "connect_s", None),
+                    ("pings answered", "pings", None),
                 ],
                 args.idle_runs,
             )

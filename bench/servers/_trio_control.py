@@ -23,7 +23,7 @@ import trio
 
 from bench.common import emit, make_data, now, usage
 
-Publish = Callable[[str, Any], None]
+Publish = Callable[[str, Any], object]  # the return value (e.g. an offset) is ignored
 
 
 async def _lines(stream: trio.lowlevel.FdStream) -> Any:

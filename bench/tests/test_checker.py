@@ -54,7 +54,7 @@ def test_event_frame_is_about_the_requested_size() -> None:
     [
         ([0, 1, 3, 4], 1, 0, 1),  # lost event
         ([0, 1, 1, 2], 0, 1, 1),  # duplicate
-        ([0, 2, 1, 3], 1, 1, 2),  # swapped
+        ([0, 2, 1, 3], 1, 1, 3),  # swapped
     ],
 )
 def test_violations_are_counted(seqs: list[int], skipped: int, late: int, offset_breaks: int) -> None:
