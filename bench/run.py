@@ -165,6 +165,21 @@ class Bench:
         self.client_cpu: int | None = 1 if pin else None
         self.client_kind = "?"
 
+    def wait_quiet(self) -> float:
+        """Wait (at most ``--quiet-wait`` s) until other processes use under ``--quiet-load`` cores.
+
+        On a shared machine this keeps other work out of the measurement when it comes in bursts.
+        Returns the load seen last; the run goes ahead anyway once the wait is over.
+        """
+        deadline = time.monotonic() + self.args.quiet_wait
+        while True:
+            busy, t0 = system_busy_s(), time.monotonic()
+            time.sleep(0.5)
+            load = (system_busy_s() - busy) / (time.monotonic() - t0)
+            if load < self.args.quiet_load or time.monotonic() > deadline:
+                return load
+            note(f"  machine busy ({load:.2f} cores used by other processes), waiting")
+
     @contextlib.contextmanager
     def session(self, server: str, conns: int) -> Iterator[tuple[Proc, Proc, Metrics]]:
         """A fresh server and a generator whose ``conns`` clients are connected and subscribed."""
@@ -452,13 +467,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--client", choices=["auto", "picows", "websockets"], default="auto")
     p.add_argument("--python", default=sys.executable, help="interpreter for servers and generator")
     p.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin server/client to cores")
+    p.add_argument("--quiet-load", type=float, default=0.3, help="cores other processes may use at a start")
+    p.add_argument("--quiet-wait", type=float, default=60.0, help="max s to wait for that before each run")
     p.add_argument("--output", type=Path, default=RESULTS / "latest.md")
     args = p.parse_args(argv)
     if args.smoke:
         args.servers = args.servers or "trioconn"
         args.runs, args.burst = 1, [(5, 50)]
         args.steady_conns, args.steady_rate, args.steady_seconds = 5, 50.0, 1.0
-        args.idle_conns = 0
+        args.idle_conns, args.quiet_wait = 0, 0.0
     args.servers = [s.strip() for s in (args.servers or ",".join(SERVERS)).split(",") if s.strip()]
     unknown = set(args.servers) - set(SERVERS)
     if unknown:
@@ -484,6 +501,7 @@ def main(argv: list[str] | None = None) -> int:
             done: list[Metrics] = []
             for i in range(runs):
                 note(f"[{time.monotonic() - started:6.1f}s] {key} / {server} / run {i + 1}/{runs}")
+                bench.wait_quiet()
                 try:
                     done.append(run_one(server))
                 except BenchError as exc:
