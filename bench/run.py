@@ -171,14 +171,16 @@ class Bench:
         On a shared machine this keeps other work out of the measurement when it comes in bursts.
         Returns the load seen last; the run goes ahead anyway once the wait is over.
         """
-        deadline = time.monotonic() + self.args.quiet_wait
+        started = time.monotonic()
         while True:
             busy, t0 = system_busy_s(), time.monotonic()
             time.sleep(0.5)
             load = (system_busy_s() - busy) / (time.monotonic() - t0)
-            if load < self.args.quiet_load or time.monotonic() > deadline:
+            waited = time.monotonic() - started
+            if load < self.args.quiet_load or waited > self.args.quiet_wait:
+                if waited > 1:
+                    note(f"  waited {waited:.0f} s for a quieter machine; others use {load:.2f} cores")
                 return load
-            note(f"  machine busy ({load:.2f} cores used by other processes), waiting")
 
     @contextlib.contextmanager
     def session(self, server: str, conns: int) -> Iterator[tuple[Proc, Proc, Metrics]]:
@@ -468,7 +470,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--python", default=sys.executable, help="interpreter for servers and generator")
     p.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin server/client to cores")
     p.add_argument("--quiet-load", type=float, default=0.3, help="cores other processes may use at a start")
-    p.add_argument("--quiet-wait", type=float, default=60.0, help="max s to wait for that before each run")
+    p.add_argument("--quiet-wait", type=float, default=15.0, help="max s to wait for that before each run")
     p.add_argument("--output", type=Path, default=RESULTS / "latest.md")
     args = p.parse_args(argv)
     if args.smoke:
