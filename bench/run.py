@@ -311,6 +311,8 @@ def fmt(value: float | None) -> str:
     """Three significant digits, with a k/M suffix for large numbers."""
     if value is None:
         return "-"
+    if abs(value) < 5e-4:
+        return "0"
     for limit, suffix in ((1e6, "M"), (1e3, "k")):
         if abs(value) >= limit:
             return f"{value / limit:.3g}{suffix}"
