@@ -54,8 +54,9 @@ class RawClient:
 
 
 @asynccontextmanager
-async def memory_client(hub: Hub, path: str = "/", headers: list[tuple[bytes, bytes]] | None = None
-                        ) -> AsyncIterator[RawClient]:
+async def memory_client(
+    hub: Hub, path: str = "/", headers: list[tuple[bytes, bytes]] | None = None
+) -> AsyncIterator[RawClient]:
     """A RawClient connected to ``hub`` over an in-memory stream (works under MockClock)."""
     client_stream, server_stream = trio.testing.memory_stream_pair()
     async with trio.open_nursery() as nursery:

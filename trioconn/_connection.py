@@ -12,8 +12,10 @@ hub and sends the close frame. Nothing about a connection outlives its nursery.
 - The **heartbeat** task queues a ``ping`` every ``interval`` inside a cancel scope whose deadline
   the receiver keeps moving; when it passes, the connection is closed with 4000.
 - The **sender** is the only task that writes to the socket. It takes whatever is queued and sends
-  it as one message (a ``batch`` if several). A send that takes longer than ``send_timeout`` (the
-  peer stopped reading and TCP is full), or an outbox overflow, closes the connection with 4001.
+  it as one message (a ``batch`` if several). An outbox overflow closes the connection with 4001.
+  A send that takes longer than ``send_timeout`` (the peer stopped reading and TCP is full) also
+  means a slow consumer, but a close frame cannot get through a full buffer: the socket is
+  closed and the client sees 1006, which it also answers by reconnecting and resuming.
 
 ``close(code, drain=True)`` lets the sender flush what is queued (bounded by ``drain_timeout``)
 before the close frame, so "work done" (1000) arrives after the last event.
@@ -95,6 +97,7 @@ class ServerConnection:
         self._scope = trio.CancelScope()
         self._alive = trio.CancelScope()
         self._draining = False
+        self._send_broken = False
         self.close_code: int | None = None
         self.close_reason = ""
         self.cause = ""
@@ -185,7 +188,11 @@ class ServerConnection:
             if self.close_code is None:  # cancelled from outside: the hub is going away
                 self.close(1001, "server shutting down", "shutdown", drain=False)
             self.hub._connection_closed(self)
-            with trio.CancelScope(shield=True, deadline=trio.current_time() + CLOSE_TIMEOUT):
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + CLOSE_TIMEOUT) as scope:
+                if self._send_broken:
+                    # A send was cancelled half-way: the stream can take no close frame. Closing
+                    # in a cancelled scope makes trio-websocket skip to closing the socket.
+                    scope.cancel()
                 await self._ws.aclose(self.close_code or 1001, self.close_reason)
             logger.info(
                 "connection %s closed: %s (code %s%s) after %.1fs",
@@ -306,6 +313,9 @@ class ServerConnection:
                 self._has_work = trio.Event()
             frames = self.outbox.take(config.max_batch_bytes)
             message = frames[0] if len(frames) == 1 else encode_batch(frames)
+            # Until the send completes the stream holds part of a frame: if this task is
+            # cancelled meanwhile (timeout, slow consumer, shutdown), no close frame may follow.
+            self._send_broken = True
             with trio.move_on_after(config.send_timeout) as scope:
                 try:
                     await self._ws.send_message(message)
@@ -316,6 +326,7 @@ class ServerConnection:
                 self._dropped += len(frames)
                 self.close(4001, "slow consumer: send timed out", "slow-consumer", drain=False)
                 return
+            self._send_broken = False
             self.messages_sent += 1
             self.frames_sent += len(frames)
 

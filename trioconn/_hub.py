@@ -470,4 +470,6 @@ def _handshake_info(request: trio_websocket.WebSocketRequest) -> HandshakeReques
     auth = headers.get("authorization", "")
     if token is None and auth[:7].lower() == "bearer ":
         token = auth[7:].strip() or None
-    return HandshakeRequest(target.path or "/", query, headers, token, str(request.remote))
+    remote = request.remote
+    address = str(remote) if isinstance(remote, trio_websocket.Endpoint) else "in-memory"
+    return HandshakeRequest(target.path or "/", query, headers, token, address)
