@@ -73,6 +73,20 @@ async def memory_client(
             nursery.cancel_scope.cancel()
 
 
-@pytest.fixture
-def hub() -> Hub:
-    return Hub()
+@asynccontextmanager
+async def loopback_client(port: int, path: str = "/") -> AsyncIterator[RawClient]:
+    """A RawClient over a real TCP socket on 127.0.0.1.
+
+    The test owns the TCP stream and closes it: trio-websocket's client leaves its socket to the
+    garbage collector when the server closes first, which ``filterwarnings = error`` reports.
+    """
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream, trio.open_nursery() as nursery:
+        ws = await trio_websocket.wrap_client_stream(nursery, stream, "127.0.0.1", path)
+        try:
+            yield RawClient(ws)
+        finally:
+            with trio.move_on_after(1) as scope:
+                scope.shield = True
+                await ws.aclose()
+            nursery.cancel_scope.cancel()
