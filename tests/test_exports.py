@@ -1,0 +1,21 @@
+"""The public surface: everything in __all__ exists, nothing private leaks."""
+
+import trioconn
+
+
+def test_all_names_exist_and_are_public():
+    for name in trioconn.__all__:
+        assert hasattr(trioconn, name), name
+        assert not name.startswith("_")
+
+
+def test_nothing_public_is_missing_from_all():
+    public = {name for name in vars(trioconn) if not name.startswith("_") and name not in {"annotations"}}
+    assert public == set(trioconn.__all__)
+
+
+def test_one_exception_root():
+    for name in trioconn.__all__:
+        obj = getattr(trioconn, name)
+        if isinstance(obj, type) and issubclass(obj, Exception):
+            assert issubclass(obj, trioconn.TrioconnError), name
