@@ -1,6 +1,7 @@
 """The public surface: everything in __all__ exists, nothing private leaks."""
 
 import trioconn
+import trioconn.testing
 
 
 def test_all_names_exist_and_are_public():
@@ -19,3 +20,8 @@ def test_one_exception_root():
         obj = getattr(trioconn, name)
         if isinstance(obj, type) and issubclass(obj, Exception):
             assert issubclass(obj, trioconn.TrioconnError), name
+
+
+def test_testing_module_exports():
+    for name in trioconn.testing.__all__:
+        assert hasattr(trioconn.testing, name), name

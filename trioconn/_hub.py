@@ -374,13 +374,13 @@ class Hub:
         for topic in conn.subscriptions:
             self._registry.unsubscribe(topic, conn)
         conn.subscriptions.clear()
+        self._disconnects[conn.cause] += 1
 
     def _connection_finished(self, conn: ServerConnection) -> None:
         """Called once by each connection when its close handshake is over (or timed out)."""
         self._connections.pop(conn.session, None)
         for group in conn.groups:
             group.discard(conn)
-        self._disconnects[conn.cause] += 1
 
     # -- publishing ----------------------------------------------------------------------------
 
