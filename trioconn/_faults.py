@@ -18,7 +18,7 @@ import math
 import socket
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from functools import partial
 
 import trio
@@ -154,7 +154,7 @@ class _Pipe:
                     data = b""
                 if not data:
                     return
-                await out.send((trio.current_time() + self._link._latency, data))
+                await out.send((trio.current_time() + self._link._latency, bytes(data)))
 
     async def _write(
         self, chunks: trio.MemoryReceiveChannel[tuple[float, bytes]], sink: trio.abc.Stream
@@ -178,10 +178,8 @@ class _Pipe:
 def _set_linger_zero(stream: trio.abc.Stream) -> None:
     sock = getattr(stream, "socket", None)
     if sock is not None:
-        try:
+        with suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        except OSError:
-            pass
 
 
 class FaultProxy(FaultyLink):
