@@ -375,3 +375,517 @@ async def test_subscribe_refused_by_server_raises_from_iteration(autojump_clock:
                     await sub.__anext__()
             assert client.state is ClientState.OPEN
         nursery.cancel_scope.cancel()
+
+
+# ------------------------------------------------------------------------------- close codes
+
+
+async def test_server_closing_1000_after_the_last_event_ends_the_client_cleanly(autojump_clock: Any) -> None:
+    async def finish(session: Session) -> None:
+        await session.accept()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(session.run)
+            while not session.subs:
+                await trio.sleep(0.1)
+            for i in range(1, 4):
+                session.send_nowait(Event("feed", i, i))
+            session.close_nowait(1000, "all done")
+
+    async with trio.open_nursery() as nursery:
+        hub = MiniHub(nursery)
+        hub.script.append(finish)
+        async with connect(URL, transport=hub.transport) as client:
+            changes = client.state_changes()
+            async with client.subscribe("feed") as sub:
+                items = [item.data async for item in sub]
+            final = await client.wait_state(ClientState.CLOSED)
+            seen = [change async for change in changes]
+            await trio.sleep(60)
+        stats = client.statistics()
+        nursery.cancel_scope.cancel()
+    assert items == [1, 2, 3]
+    assert (final.code, final.reason) == (1000, "all done")
+    assert [c.state for c in seen] == [ClientState.CONNECTING, ClientState.OPEN, ClientState.CLOSED]
+    assert stats.attempts == 1 and stats.reconnects == 0
+    assert len(hub.sessions) == 1
+
+
+@pytest.mark.parametrize("code", [1002, 1003, 1007, 1008, 1009, 4403])
+async def test_final_close_codes_raise_and_never_retry(autojump_clock: Any, code: int) -> None:
+    async with trio.open_nursery() as nursery:
+        hub = MiniHub(nursery)
+        hub.script.append(close_after_welcome(code, "nope"))
+        with pytest.raises(ReconnectFailed) as info:
+            async with connect(URL, transport=hub.transport) as client:
+                await trio.sleep_forever()
+        await trio.sleep(60)
+        nursery.cancel_scope.cancel()
+    assert isinstance(info.value.cause, ConnectionClosed)
+    assert info.value.cause.code == code
+    assert len(hub.sessions) == 1
+    assert client.state is ClientState.CLOSED
+    assert client_tasks() == []
+
+
+@pytest.mark.parametrize("status", [401, 403])
+async def test_handshake_auth_failure_raises_and_never_retries(autojump_clock: Any, status: int) -> None:
+    async def tokens() -> str:
+        return "t0k3n"
+
+    async with trio.open_nursery() as nursery:
+        hub = MiniHub(nursery)
+        hub.script.append(reject(status))
+        with pytest.raises(ReconnectFailed) as info:
+            async with connect(URL, transport=hub.transport, token_provider=tokens):
+                await trio.sleep_forever()
+        await trio.sleep(60)
+        nursery.cancel_scope.cancel()
+    assert isinstance(info.value.cause, HandshakeRejected)
+    assert info.value.cause.status == status
+    assert info.value.cause.body == b"go away"
+    assert len(hub.sessions) == 1
+
+
+@pytest.mark.parametrize("status", [429, 500, 503])
+async def test_handshake_overload_statuses_are_retried(autojump_clock: Any, status: int) -> None:
+    async with trio.open_nursery() as nursery:
+        hub = MiniHub(nursery)
+        hub.script += [reject(status), reject(status)]
+        async with connect(URL, transport=hub.transport) as client:
+            change = await client.wait_state(ClientState.OPEN)
+            assert change.state is ClientState.OPEN
+            assert client.statistics().attempts == 3
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("code", [1001, 1011, 1012, 1013, 4000, 4001])
+async def test_transient_close_codes_reconnect(autojump_clock: Any, code: int) -> None:
+    async with trio.open_nursery() as nursery:
+        hub = MiniHub(nursery)
+        hub.script.append(close_after_welcome(code))
+        async with connect(URL, transport=hub.transport) as client:
+            changes = client.state_changes()
+            await client.wait_state(ClientState.RECONNECTING)
+            await client.wait_state(ClientState.OPEN)
+            seen = [await changes.__anext__() for _ in range(4)]
+        nursery.cancel_scope.cancel()
+    assert [c.state for c in seen] == [
+        ClientState.CONNECTING,
+        ClientState.OPEN,
+        ClientState.RECONNECTING,
+        ClientState.OPEN,
+    ]
+    assert seen[2].code == code
+    assert isinstance(seen[2].exception, ConnectionClosed)
+
+
+async def test_close_code_table_can_be_overridden(autojump_clock: Any) -> None:
+    async with trio.open_nursery() as nursery:
+        hub = MiniHub(nursery)
+        hub.script += [close_after_welcome(4403), close_after_welcome(1001)]
+        overrides = {4403: CloseAction.RECONNECT, 1001: CloseAction.DONE}
+        async with connect(URL, transport=hub.transport, close_codes=overrides) as client:
+            final = await client.wait_state(ClientState.CLOSED)
+        nursery.cancel_scope.cancel()
+    assert final.code == 1001
+    assert len(hub.sessions) == 2
+
+
+async def test_4401_with_a_token_provider_retries_exactly_once_with_a_fresh_token(
+    autojump_clock: Any,
+) -> None:
+    issued: list[str] = []
+
+    async def tokens() -> str:
+        issued.append(f"token-{len(issued) + 1}")
+        return issued[-1]
+
+    async with trio.open_nursery() as nursery:
+        hub = MiniHub(nursery)
+        hub.script += [close_after_welcome(4401), close_after_welcome(4401)]
+        with pytest.raises(ReconnectFailed) as info:
+            async with connect(URL + "?room=1", transport=hub.transport, token_provider=tokens):
+                await trio.sleep_forever()
+        nursery.cancel_scope.cancel()
+    assert isinstance(info.value.cause, ConnectionClosed) and info.value.cause.code == 4401
+    assert issued == ["token-1", "token-2"]
+    assert [s.query for s in hub.sessions] == [
+        {"room": "1", "token": "token-1"},
+        {"room": "1", "token": "token-2"},
+    ]
+    assert [s.headers[b"authorization"] for s in hub.sessions] == [b"Bearer token-1", b"Bearer token-2"]
+    # the retry is immediate: a fresh token needs no backoff
+    assert hub.attempt_times[1] == hub.attempt_times[0]
+
+
+async def test_4401_without_a_token_provider_fails_at_once(autojump_clock: Any) -> None:
+    async with trio.open_nursery() as nursery:
+        hub = MiniHub(nursery)
+        hub.script.append(close_after_welcome(4401))
+        with pytest.raises(ReconnectFailed):
+            async with connect(URL, transport=hub.transport):
+                await trio.sleep_forever()
+        nursery.cancel_scope.cancel()
+    assert len(hub.sessions) == 1
+
+
+async def test_a_failing_token_provider_fails_the_client(autojump_clock: Any) -> None:
+    async def tokens() -> str:
+        raise LookupError("vault down")
+
+    async with trio.open_nursery() as nursery:
+        hub = MiniHub(nursery)
+        with pytest.raises(ReconnectFailed) as info:
+            async with connect(URL, transport=hub.transport, token_provider=tokens):
+                await trio.sleep_forever()
+        nursery.cancel_scope.cancel()
+    assert isinstance(info.value.cause, LookupError)
+    assert hub.sessions == []
+
+
+# ----------------------------------------------------------------------------------- backoff
+
+
+async def test_server_that_accepts_and_closes_at_once_sees_growing_delays(autojump_clock: Any) -> None:
+    policy = Backoff(base=1.0, factor=2.0, cap=64.0, max_attempts=8)
+    async with trio.open_nursery() as nursery:
+        hub = MiniHub(nursery)
+        hub.script += [close_after_welcome(1011)] * 8
+        with pytest.raises(ReconnectFailed, match="8 failed") as info:
+            async with connect(URL, transport=hub.transport, backoff=policy, rng=random.Random(5)):
+                await trio.sleep_forever()
+        nursery.cancel_scope.cancel()
+    assert isinstance(info.value.cause, ConnectionClosed) and info.value.cause.code == 1011
+    gaps = [b - a for a, b in zip(hub.attempt_times, hub.attempt_times[1:], strict=False)]
+    assert gaps == pytest.approx(list(policy.schedule(random.Random(5))))
+    ceilings = [policy.ceiling(n) for n in range(1, 8)]
+    assert all(gap <= ceiling for gap, ceiling in zip(gaps, ceilings, strict=True))
+    assert sum(gaps) > 10  # no tight loop: the expected total is ~63 s; this seed gives more
+
+
+async def test_failure_counter_resets_only_after_min_uptime(autojump_clock: Any) -> None:
+    async def up_for(seconds: float) -> Any:
+        async def handler(session: Session) -> None:
+            await session.accept()
+            with trio.move_on_after(seconds):
+                await session.run()
+            assert session.ws is not None
+            await session.ws.aclose(1011)
+
+        return handler
+
+    policy = Backoff(base=1.0, factor=10.0, cap=1000.0, max_attempts=3)
+    async with trio.open_nursery() as nursery:
+        hub = MiniHub(nursery)
+        # short-lived connections: the counter keeps growing and the client gives up
+        hub.script += [await up_for(1.0)] * 3
+        with pytest.raises(ReconnectFailed):
+            async with connect(URL, transport=hub.transport, backoff=policy, min_uptime=5.0):
+                await trio.sleep_forever()
+        assert len(hub.sessions) == 3
+        # connections that stay up for min_uptime reset it: the client never gives up
+        hub2 = MiniHub(nursery)
+        hub2.script += [await up_for(6.0)] * 6
+        async with connect(URL, transport=hub2.transport, backoff=policy, min_uptime=5.0) as client:
+            while len(hub2.sessions) < 7:
+                await client.wait_state(ClientState.RECONNECTING)
+                await client.wait_state(ClientState.OPEN)
+        nursery.cancel_scope.cancel()
+
+
+# --------------------------------------------------------------------------------- heartbeat
+
+
+async def test_pings_are_answered_and_a_healthy_link_stays_up(autojump_clock: Any) -> None:
+    async with trio.open_nursery() as nursery:
+        hub = MiniHub(nursery, interval=5.0, timeout=10.0)
+        async with connect(URL, transport=hub.transport) as client:
+            await client.wait_state(ClientState.OPEN)
+            await trio.sleep(302)
+            stats = client.statistics()
+            assert client.state is ClientState.OPEN
+        nursery.cancel_scope.cancel()
+    assert stats.attempts == 1
+    assert stats.pings_answered == 60
+    assert stats.last_rtt == 0.025
+
+
+async def test_frozen_server_is_detected_within_timeout_plus_margin_then_reconnects(
+    autojump_clock: Any,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        hub = MiniHub(nursery, interval=5.0, timeout=10.0)
+        hub.script.append(frozen)
+        async with connect(URL, transport=hub.transport) as client:
+            await client.wait_state(ClientState.OPEN)
+            opened = trio.current_time()
+            lost = await client.wait_state(ClientState.RECONNECTING)
+            detected = trio.current_time() - opened
+            await client.wait_state(ClientState.OPEN)
+            await trio.testing.wait_all_tasks_blocked()
+            assert stream_closed(hub.sessions[0])
+        nursery.cancel_scope.cancel()
+    assert detected == pytest.approx(15.0)  # the server's timeout 10 s + one 5 s ping interval
+    assert isinstance(lost.exception, ConnectionBroken)
+    assert "heartbeat" in lost.reason
+
+
+async def test_handshake_that_never_completes_hits_connect_timeout(autojump_clock: Any) -> None:
+    async with trio.open_nursery() as nursery:
+        hub = MiniHub(nursery)
+        hub.script.append(hang_handshake)
+        async with connect(URL, transport=hub.transport, connect_timeout=3.0) as client:
+            changes = client.state_changes()
+            await client.wait_state(ClientState.OPEN)
+            seen = [await changes.__anext__() for _ in range(3)]
+            assert hub.attempt_times[0] == 0 or hub.attempt_times[1] - hub.attempt_times[0] >= 3.0
+        nursery.cancel_scope.cancel()
+    assert [c.state for c in seen] == [ClientState.CONNECTING, ClientState.CONNECTING, ClientState.OPEN]
+    assert "connect_timeout" in seen[1].reason
+
+
+# ------------------------------------------------------------------------------ cancellation
+
+
+async def _until_connecting(hub: MiniHub, client: Any) -> None:
+    hub.script.append(hang_handshake)
+    await trio.testing.wait_all_tasks_blocked()
+    assert client.state is ClientState.CONNECTING and len(hub.sessions) == 1
+
+
+async def _until_backing_off(hub: MiniHub, client: Any) -> None:
+    await client.wait_state(ClientState.RECONNECTING)
+    await trio.testing.wait_all_tasks_blocked()
+    assert len(hub.sessions) == 1  # the client is sleeping before its second attempt
+
+
+async def _until_open(hub: MiniHub, client: Any) -> None:
+    async with client.subscribe("feed"):
+        await client.wait_state(ClientState.OPEN)
+        await trio.testing.wait_all_tasks_blocked()
+        raise _Cancel
+
+
+async def _until_replaying(hub: MiniHub, client: Any) -> None:
+    async with client.subscribe("feed", last=50, buffer_size=1) as sub:
+        await trio.testing.wait_all_tasks_blocked()
+        first = await sub.__anext__()
+        await trio.testing.wait_all_tasks_blocked()
+        assert first.offset == 1  # the reader is now blocked handing over the replay
+        raise _Cancel
+
+
+class _Cancel(Exception):
+    pass
+
+
+@pytest.mark.parametrize("where", [_until_connecting, _until_backing_off, _until_open, _until_replaying])
+async def test_cancelling_in_any_state_leaves_no_task_and_closes_the_socket(
+    autojump_clock: Any, where: Any
+) -> None:
+    async with trio.open_nursery() as nursery:
+        hub = MiniHub(nursery)
+        for i in range(1, 51):
+            hub.write("feed", i)
+        if where is _until_connecting:
+            hub.script.append(hang_handshake)
+        if where is _until_backing_off:
+            hub.script.append(close_after_welcome(1011))
+        with trio.CancelScope() as scope:
+            async with connect(URL, transport=hub.transport) as client:
+                try:
+                    await where(hub, client)
+                except _Cancel:
+                    pass
+                started = trio.current_time()
+                scope.cancel()
+                await trio.sleep_forever()
+        assert scope.cancelled_caught
+        assert trio.current_time() == started  # promptly: no timeout was waited for
+        assert client_tasks() == []
+        await trio.testing.wait_all_tasks_blocked()
+        assert all(stream_closed(session) for session in hub.sessions)
+        assert all(session.done.is_set() for session in hub.sessions if session.ws is not None)
+        nursery.cancel_scope.cancel()
+
+
+async def test_cancelled_from_outside_while_waiting_on_a_subscription(autojump_clock: Any) -> None:
+    async with trio.open_nursery() as nursery:
+        hub = MiniHub(nursery)
+        with trio.move_on_after(30) as scope:
+            async with connect(URL, transport=hub.transport) as client, client.subscribe("quiet") as sub:
+                async for _ in sub:
+                    pass  # pragma: no cover
+        assert scope.cancelled_caught
+        assert client_tasks() == []
+        await trio.testing.wait_all_tasks_blocked()
+        assert stream_closed(hub.sessions[0])
+        nursery.cancel_scope.cancel()
+
+
+# ------------------------------------------------------------------------ errors at the edge
+
+
+async def test_an_error_in_the_block_propagates_unwrapped(autojump_clock: Any) -> None:
+    async with trio.open_nursery() as nursery:
+        hub = MiniHub(nursery)
+        with pytest.raises(KeyError, match="mine"):
+            async with connect(URL, transport=hub.transport) as client:
+                await client.wait_state(ClientState.OPEN)
+                raise KeyError("mine")
+        await trio.testing.wait_all_tasks_blocked()
+        assert hub.sessions[0].ws is not None and hub.sessions[0].ws.closed is not None
+        assert hub.sessions[0].ws.closed.code == 1000
+        nursery.cancel_scope.cancel()
+
+
+async def test_exhausted_attempts_raise_reconnect_failed_not_a_group_and_cancel_the_block(
+    autojump_clock: Any,
+) -> None:
+    reached_end = False
+    async with trio.open_nursery() as nursery:
+        hub = MiniHub(nursery)
+        hub.script += [reject(503)] * 3
+        with pytest.raises(ReconnectFailed) as info:
+            async with connect(URL, transport=hub.transport, backoff=Backoff(max_attempts=3)) as client:
+                changes = client.state_changes()
+                await client.wait_state(ClientState.OPEN)
+                reached_end = True  # pragma: no cover
+        # after the fact, the record is complete and waiting for a state says why it cannot be
+        seen = [change async for change in changes]
+        with pytest.raises(ReconnectFailed):
+            await client.wait_state(ClientState.OPEN)
+        nursery.cancel_scope.cancel()
+    assert not reached_end
+    assert type(info.value) is ReconnectFailed
+    assert isinstance(info.value.cause, HandshakeRejected) and info.value.cause.status == 503
+    assert info.value.__cause__ is info.value.cause
+    assert [c.state for c in seen] == [ClientState.CONNECTING] * 3 + [ClientState.CLOSED]
+    assert seen[-1].exception is info.value
+
+
+async def test_server_speaking_another_protocol_fails_with_protocol_error(autojump_clock: Any) -> None:
+    async def not_welcome(session: Session) -> None:
+        await session.accept(welcome=False)
+        assert session.ws is not None
+        await session.ws.send_message('{"type":"ping","id":1}')
+        await session.ws.get_message()
+
+    async with trio.open_nursery() as nursery:
+        hub = MiniHub(nursery)
+        hub.script.append(not_welcome)
+        with pytest.raises(ReconnectFailed, match="welcome"):
+            async with connect(URL, transport=hub.transport):
+                await trio.sleep_forever()
+        await trio.testing.wait_all_tasks_blocked()
+        assert hub.sessions[0].ws is not None and hub.sessions[0].ws.closed is not None
+        assert hub.sessions[0].ws.closed.code == 1002
+        nursery.cancel_scope.cancel()
+
+
+async def test_network_errors_from_the_transport_are_translated_and_retried(autojump_clock: Any) -> None:
+    calls = 0
+
+    async def flaky(nursery: trio.Nursery, url: str, headers: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls < 3:
+            raise OSError(111, "Connection refused")
+        return await hub.transport(nursery, url, headers)
+
+    async with trio.open_nursery() as nursery:
+        hub = MiniHub(nursery)
+        async with connect(URL, transport=flaky) as client:
+            changes = client.state_changes()
+            await client.wait_state(ClientState.OPEN)
+            seen = [await changes.__anext__() for _ in range(4)]
+        nursery.cancel_scope.cancel()
+    assert isinstance(seen[1].exception, ConnectionBroken)
+    assert "refused" in seen[1].reason
+    assert isinstance(seen[1].exception.__cause__, OSError)
+
+
+async def test_statistics_is_a_frozen_snapshot(autojump_clock: Any) -> None:
+    async with trio.open_nursery() as nursery:
+        hub = MiniHub(nursery)
+        async with connect(URL, transport=hub.transport) as client:
+            before = client.statistics()
+            await client.wait_state(ClientState.OPEN)
+            after = client.statistics()
+            with pytest.raises(AttributeError):
+                after.attempts = 5  # type: ignore[misc]
+        nursery.cancel_scope.cancel()
+    assert (before.state, before.attempts, before.connects) == (ClientState.CONNECTING, 0, 0)
+    assert (after.state, after.attempts, after.connects) == (ClientState.OPEN, 1, 1)
+
+
+async def test_state_change_records_are_values(autojump_clock: Any) -> None:
+    assert StateChange(ClientState.OPEN) == StateChange(ClientState.OPEN)
+
+
+# ------------------------------------------------------------------------ argument validation
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "error", "match"),
+    [
+        ((b"ws://x",), {}, TypeError, "url must be a str"),
+        (("http://x",), {}, ValueError, "ws:// or wss://"),
+        (("ws://",), {}, ValueError, "no host"),
+        (("ws://x:notaport",), {}, ValueError, "not valid"),
+        ((URL,), {"connect_timeout": 0}, ValueError, "connect_timeout"),
+        ((URL,), {"connect_timeout": -1}, ValueError, "connect_timeout"),
+        ((URL,), {"connect_timeout": math.inf}, ValueError, "connect_timeout"),
+        ((URL,), {"connect_timeout": "10"}, TypeError, "connect_timeout"),
+        ((URL,), {"min_uptime": -1}, ValueError, "min_uptime"),
+        ((URL,), {"backoff": 3}, TypeError, "backoff"),
+        ((URL,), {"token_provider": "secret"}, TypeError, "token_provider"),
+        ((URL,), {"transport": "tcp"}, TypeError, "transport"),
+        ((URL,), {"rng": 42}, TypeError, "rng"),
+        ((URL,), {"close_codes": [1000]}, TypeError, "close_codes"),
+        ((URL,), {"close_codes": {"1000": CloseAction.DONE}}, TypeError, "keys"),
+        ((URL,), {"close_codes": {999: CloseAction.DONE}}, ValueError, "999"),
+        ((URL,), {"close_codes": {4000: "done"}}, TypeError, "CloseAction"),
+    ],
+)
+def test_connect_validates_its_arguments_at_call_time(
+    args: tuple[Any, ...], kwargs: dict[str, Any], error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        connect(*args, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"topic": ""}, ValueError, "empty"),
+        ({"topic": 5}, ValueError, "str"),
+        ({"topic": "t", "last": -1}, ValueError, "last"),
+        ({"topic": "t", "last": 1.5}, TypeError, "last"),
+        ({"topic": "t", "buffer_size": 0}, ValueError, "buffer_size"),
+        ({"topic": "t", "buffer_size": "8"}, TypeError, "buffer_size"),
+    ],
+)
+async def test_subscribe_validates_its_arguments(
+    autojump_clock: Any, kwargs: dict[str, Any], error: type[Exception], match: str
+) -> None:
+    async with trio.open_nursery() as nursery:
+        hub = MiniHub(nursery)
+        async with connect(URL, transport=hub.transport) as client:
+            with pytest.raises(error, match=match):
+                client.subscribe(**kwargs)
+            with pytest.raises(TypeError, match="ClientState"):
+                await client.wait_state("open")  # type: ignore[arg-type]
+        nursery.cancel_scope.cancel()
+
+
+async def test_token_provider_returning_garbage_fails_clearly(autojump_clock: Any) -> None:
+    async def tokens() -> str:
+        return "a\r\nInjected: yes"
+
+    async with trio.open_nursery() as nursery:
+        hub = MiniHub(nursery)
+        with pytest.raises(ReconnectFailed, match="CR/LF"):
+            async with connect(URL, transport=hub.transport, token_provider=tokens):
+                await trio.sleep_forever()
+        nursery.cancel_scope.cancel()

@@ -711,14 +711,8 @@ class Client:
         failures = 0  # consecutive failed attempts since the last healthy connection
         reauth_available = True
         immediate = False
-        cause: TrioconnError | None = None
         while True:
             if failures and not immediate:
-                max_attempts = self._backoff.max_attempts
-                if max_attempts is not None and failures >= max_attempts:
-                    raise ReconnectFailed(
-                        f"gave up after {failures} failed attempt(s); last: {cause}", cause
-                    ) from cause
                 await trio.sleep(self._backoff.delay(failures, self._rng))
             immediate = False
             token = await self._fresh_token()
@@ -749,6 +743,11 @@ class Client:
             if action is CloseAction.FAIL:
                 raise ReconnectFailed(f"connection failed for good: {cause}", cause) from cause
             failures += 1
+            max_attempts = self._backoff.max_attempts
+            if not immediate and max_attempts is not None and failures >= max_attempts:
+                raise ReconnectFailed(
+                    f"gave up after {failures} failed attempt(s); last: {cause}", cause
+                ) from cause
             self._set_state(
                 StateChange(
                     ClientState.RECONNECTING if self._ever_open else ClientState.CONNECTING,
