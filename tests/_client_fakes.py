@@ -64,6 +64,7 @@ class Session:
         self.subs: set[str] = set()
         self.received: list[Any] = []
         self.client_gone = trio.Event()
+        self.subscribed = trio.Event()
         self.done = trio.Event()
         self.opened_at: float | None = None
         self._out_send, self._out_receive = trio.open_memory_channel[str | tuple[int, str]](1000)
@@ -144,6 +145,7 @@ class Session:
         hub = self.hub
         if isinstance(frame, Subscribe):
             self.send_nowait(hub.subscribe(self, frame))
+            self.subscribed.set()
         elif isinstance(frame, Unsubscribe):
             self.subs.discard(frame.topic)
             self.send_nowait(Unsubscribed(frame.topic, frame.ref))
@@ -346,4 +348,4 @@ async def hang_handshake(session: Session) -> None:
 
 def stream_closed(session: Session) -> bool:
     """Whether the client closed its half of the in-memory stream."""
-    return bool(session.client_stream.send_stream._outgoing._closed)  # noqa: SLF001
+    return bool(session.client_stream.send_stream._outgoing._closed)

@@ -6,6 +6,7 @@ as every task is blocked), so heartbeats, timeouts and backoff take no wall time
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 from typing import Any
@@ -13,7 +14,6 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-
 from _client_fakes import (
     MiniHub,
     Session,
@@ -23,6 +23,7 @@ from _client_fakes import (
     reject,
     stream_closed,
 )
+
 from trioconn._backoff import Backoff
 from trioconn._client import ClientState, StateChange, connect
 from trioconn._exceptions import (
@@ -68,12 +69,11 @@ async def collect(sub: Any, count: int) -> list[Any]:
 async def test_subscribe_receives_live_events_and_publish_returns_the_offset(autojump_clock: Any) -> None:
     async with trio.open_nursery() as nursery:
         hub = MiniHub(nursery)
-        async with connect(URL, transport=hub.transport) as client:
-            async with client.subscribe("prices") as sub:
-                await client.wait_state(ClientState.OPEN)
-                assert await client.publish("prices", {"p": 1}) == 1
-                assert await client.publish("prices", {"p": 2}) == 2
-                items = await collect(sub, 2)
+        async with connect(URL, transport=hub.transport) as client, client.subscribe("prices") as sub:
+            await client.wait_state(ClientState.OPEN)
+            assert await client.publish("prices", {"p": 1}) == 1
+            assert await client.publish("prices", {"p": 2}) == 2
+            items = await collect(sub, 2)
         nursery.cancel_scope.cancel()
     assert items == [
         EventItem("prices", "epoch-1", 1, {"p": 1}),
@@ -239,18 +239,20 @@ async def test_server_restart_with_new_epoch_delivers_a_reset_item_with_the_snap
 async def test_resume_too_old_for_history_is_a_reset_not_a_silent_gap(autojump_clock: Any) -> None:
     async with trio.open_nursery() as nursery:
         hub = MiniHub(nursery, history_size=2)
-        async with connect(URL, transport=hub.transport, rng=random.Random(3)) as client:
-            async with client.subscribe("feed") as sub:
-                await client.wait_state(ClientState.OPEN)
-                await trio.testing.wait_all_tasks_blocked()
-                hub.write("feed", 1)
-                assert (await sub.__anext__()).offset == 1
-                hub.close_all(1001)
-                for i in range(2, 7):
-                    hub.write("feed", i)  # history keeps only 5 and 6
-                reset = await sub.__anext__()
-                hub.write("feed", 7)
-                after = await sub.__anext__()
+        async with (
+            connect(URL, transport=hub.transport, rng=random.Random(3)) as client,
+            client.subscribe("feed") as sub,
+        ):
+            await client.wait_state(ClientState.OPEN)
+            await trio.testing.wait_all_tasks_blocked()
+            hub.write("feed", 1)
+            assert (await sub.__anext__()).offset == 1
+            hub.close_all(1001)
+            for i in range(2, 7):
+                hub.write("feed", i)  # history keeps only 5 and 6
+            reset = await sub.__anext__()
+            hub.write("feed", 7)
+            after = await sub.__anext__()
         nursery.cancel_scope.cancel()
     assert isinstance(reset, ResetItem)
     assert (reset.epoch, reset.offset, reset.previous_offset) == ("epoch-1", 6, 1)
@@ -260,11 +262,9 @@ async def test_resume_too_old_for_history_is_a_reset_not_a_silent_gap(autojump_c
 async def test_duplicate_or_stale_events_are_never_delivered(autojump_clock: Any) -> None:
     async def replaying_twice(session: Session) -> None:
         await session.accept()
-        session.received  # noqa: B018
         async with trio.open_nursery() as nursery:
             nursery.start_soon(session.run)
-            while not session.subs:
-                await trio.sleep(0.1)
+            await session.subscribed.wait()
             for offset in (1, 2, 2, 1, 3, 3, 4):
                 session.send_nowait(Event("feed", offset, offset))
 
@@ -290,12 +290,11 @@ async def test_events_before_the_answer_to_this_connections_subscribe_are_ignore
     async with trio.open_nursery() as nursery:
         hub = MiniHub(nursery)
         hub.script.append(early_event)
-        async with connect(URL, transport=hub.transport) as client:
-            async with client.subscribe("feed") as sub:
-                await client.wait_state(ClientState.OPEN)
-                await trio.testing.wait_all_tasks_blocked()
-                hub.write("feed", "fresh")
-                items = await collect(sub, 1)
+        async with connect(URL, transport=hub.transport) as client, client.subscribe("feed") as sub:
+            await client.wait_state(ClientState.OPEN)
+            await trio.testing.wait_all_tasks_blocked()
+            hub.write("feed", "fresh")
+            items = await collect(sub, 1)
         nursery.cancel_scope.cancel()
     assert items == [EventItem("feed", "epoch-1", 1, "fresh")]
 
@@ -338,11 +337,10 @@ async def test_leaving_a_subscription_sends_unsubscribe(autojump_clock: Any) -> 
 async def test_second_subscription_to_the_same_topic_is_refused(autojump_clock: Any) -> None:
     async with trio.open_nursery() as nursery:
         hub = MiniHub(nursery)
-        async with connect(URL, transport=hub.transport) as client:
-            async with client.subscribe("t"):
-                with pytest.raises(RuntimeError, match="already subscribed"):
-                    async with client.subscribe("t"):
-                        pass  # pragma: no cover
+        async with connect(URL, transport=hub.transport) as client, client.subscribe("t"):
+            with pytest.raises(RuntimeError, match="already subscribed"):
+                async with client.subscribe("t"):
+                    pass  # pragma: no cover
         nursery.cancel_scope.cancel()
 
 
@@ -385,8 +383,7 @@ async def test_server_closing_1000_after_the_last_event_ends_the_client_cleanly(
         await session.accept()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(session.run)
-            while not session.subs:
-                await trio.sleep(0.1)
+            await session.subscribed.wait()
             for i in range(1, 4):
                 session.send_nowait(Event("feed", i, i))
             session.close_nowait(1000, "all done")
@@ -693,10 +690,8 @@ async def test_cancelling_in_any_state_leaves_no_task_and_closes_the_socket(
             hub.script.append(close_after_welcome(1011))
         with trio.CancelScope() as scope:
             async with connect(URL, transport=hub.transport) as client:
-                try:
+                with contextlib.suppress(_Cancel):
                     await where(hub, client)
-                except _Cancel:
-                    pass
                 started = trio.current_time()
                 scope.cancel()
                 await trio.sleep_forever()
