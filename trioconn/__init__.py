@@ -1,1 +1,53 @@
-"""trioconn: live data over WebSockets for trio."""
+"""trioconn: live data over WebSockets for trio.
+
+A server ``Hub`` with topics, history and heartbeats, and (see ``connect``) a client that
+reconnects and resumes. ``docs/`` holds the protocol and the reasons behind every default.
+"""
+
+from __future__ import annotations
+
+from ._connection import ConnectionStatistics as ConnectionStatistics
+from ._exceptions import BrokerUnavailable as BrokerUnavailable
+from ._exceptions import ConnectionBroken as ConnectionBroken
+from ._exceptions import ConnectionClosed as ConnectionClosed
+from ._exceptions import HandshakeRejected as HandshakeRejected
+from ._exceptions import HubStopped as HubStopped
+from ._exceptions import ProtocolError as ProtocolError
+from ._exceptions import ReconnectFailed as ReconnectFailed
+from ._exceptions import ServerError as ServerError
+from ._exceptions import TopicEnded as TopicEnded
+from ._exceptions import TrioconnError as TrioconnError
+from ._hub import HandshakeRequest as HandshakeRequest
+from ._hub import Hub as Hub
+from ._hub import HubConfig as HubConfig
+from ._hub import HubStatistics as HubStatistics
+from ._protocol import CLOSE_CODES as CLOSE_CODES
+from ._protocol import PROTOCOL_VERSION as PROTOCOL_VERSION
+from ._protocol import CloseAction as CloseAction
+from ._protocol import CloseCodeInfo as CloseCodeInfo
+from ._threads import HubThreadHandle as HubThreadHandle
+from ._topics import TopicStatistics as TopicStatistics
+
+__all__ = [
+    "CLOSE_CODES",
+    "PROTOCOL_VERSION",
+    "BrokerUnavailable",
+    "CloseAction",
+    "CloseCodeInfo",
+    "ConnectionBroken",
+    "ConnectionClosed",
+    "ConnectionStatistics",
+    "HandshakeRejected",
+    "HandshakeRequest",
+    "Hub",
+    "HubConfig",
+    "HubStatistics",
+    "HubStopped",
+    "HubThreadHandle",
+    "ProtocolError",
+    "ReconnectFailed",
+    "ServerError",
+    "TopicEnded",
+    "TopicStatistics",
+    "TrioconnError",
+]

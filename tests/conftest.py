@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+import trio.testing
+import trio_websocket
+
+from trioconn import Hub
+
+
+class RawClient:
+    """A plain trio-websocket client speaking protocol v1 by hand, for server tests."""
+
+    def __init__(self, ws: trio_websocket.WebSocketConnection) -> None:
+        self.ws = ws
+
+    async def send(self, obj: Any) -> None:
+        await self.ws.send_message(obj if isinstance(obj, str | bytes) else json.dumps(obj))
+
+    async def recv(self) -> dict[str, Any]:
+        """Next frame, with batches flattened and pings answered."""
+        while True:
+            if getattr(self, "_pending", None):
+                frame = self._pending.pop(0)
+            else:
+                obj = json.loads(await self.ws.get_message())
+                if obj["type"] == "batch":
+                    self._pending = list(obj["frames"])
+                    continue
+                frame = obj
+            if frame["type"] == "ping" and getattr(self, "answer_pings", True):
+                await self.send({"type": "pong", "id": frame["id"]})
+                continue
+            return frame
+
+    async def recv_type(self, kind: str) -> dict[str, Any]:
+        frame = await self.recv()
+        assert frame["type"] == kind, frame
+        return frame
+
+    async def closed(self) -> trio_websocket.CloseReason:
+        """Read until the server closes; return the close reason."""
+        try:
+            while True:
+                await self.ws.get_message()
+        except trio_websocket.ConnectionClosed as exc:
+            assert exc.reason is not None
+            return exc.reason
+
+
+@asynccontextmanager
+async def memory_client(
+    hub: Hub, path: str = "/", headers: list[tuple[bytes, bytes]] | None = None
+) -> AsyncIterator[RawClient]:
+    """A RawClient connected to ``hub`` over an in-memory stream (works under MockClock)."""
+    client_stream, server_stream = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(hub.serve_stream, server_stream)
+        ws = await trio_websocket.wrap_client_stream(
+            nursery, client_stream, "localhost", path, extra_headers=headers
+        )
+        try:
+            yield RawClient(ws)
+        finally:
+            with trio.move_on_after(1) as scope:
+                scope.shield = True
+                await ws.aclose()
+            nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def loopback_client(port: int, path: str = "/") -> AsyncIterator[RawClient]:
+    """A RawClient over a real TCP socket on 127.0.0.1.
+
+    The test owns the TCP stream and closes it: trio-websocket's client leaves its socket to the
+    garbage collector when the server closes first, which ``filterwarnings = error`` reports.
+    """
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream, trio.open_nursery() as nursery:
+        ws = await trio_websocket.wrap_client_stream(nursery, stream, "127.0.0.1", path)
+        try:
+            yield RawClient(ws)
+        finally:
+            with trio.move_on_after(1) as scope:
+                scope.shield = True
+                await ws.aclose()
+            nursery.cancel_scope.cancel()

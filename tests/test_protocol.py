@@ -1,0 +1,166 @@
+"""Protocol v1 core: parsing, validation, encoding, close-code table. No sockets, no trio."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from trioconn import CLOSE_CODES, CloseAction, ProtocolError
+from trioconn._protocol import (
+    Batch,
+    End,
+    Error,
+    Event,
+    Ping,
+    Pong,
+    Publish,
+    Published,
+    Reset,
+    Subscribe,
+    Subscribed,
+    Unsubscribe,
+    Unsubscribed,
+    Welcome,
+    close_action,
+    encode_batch,
+    encode_event,
+    parse_client_frame,
+    parse_server_frames,
+    validate_topic,
+)
+
+
+def test_protocol_module_does_not_import_trio():
+    # trioconn/__init__ imports the hub (and trio); load the protocol module on its own.
+    code = (
+        "import importlib.util, sys, types; pkg = types.ModuleType('trioconn'); pkg.__path__ = ['trioconn'];"
+        "sys.modules['trioconn'] = pkg; import trioconn._protocol; print('trio' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        Subscribe("logs/a"),
+        Subscribe("logs/a", ref="r1", epoch="e1", offset=5),
+        Subscribe("logs/a", ref=7, last=10),
+        Unsubscribe("t", ref=2),
+        Pong(3),
+        Publish("t", {"a": [1, 2]}, ref="x"),
+    ],
+)
+def test_client_frames_round_trip(frame):
+    assert parse_client_frame(frame.to_json()) == frame
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        Welcome("s1", 15.0, 45.0, 65536),
+        Ping(4, rtt=0.25),
+        Ping(5),
+        Subscribed("t", "e", 3, "state", {"p": 1}, True, 0, False, "r"),
+        Subscribed("t", "e", 0, None),
+        Reset("t", "e", 9, "stream", replayed=2),
+        Event("t", 1, [1, "x"]),
+        End("t", 9),
+        Unsubscribed("t", 1),
+        Published("t", 4, "r"),
+        Error("forbidden", "no", "r", "t"),
+    ],
+)
+def test_server_frames_round_trip(frame):
+    assert parse_server_frames(frame.to_json()) == [frame]
+
+
+def test_batch_unpacks_in_order():
+    frames = (Event("a", 1, 1), Ping(1), Event("a", 2, 2), End("a", 2))
+    assert parse_server_frames(Batch(frames).to_json()) == list(frames)
+    assert json.loads(encode_batch([encode_event("t", 1, None)]))["frames"][0]["offset"] == 1
+
+
+def test_unknown_fields_are_ignored():
+    frame = parse_client_frame('{"type":"subscribe","topic":"t","future":{"x":1}}')
+    assert frame == Subscribe("t")
+
+
+@pytest.mark.parametrize(
+    ("text", "code", "words"),
+    [
+        ("not json", "invalid-json", "not valid JSON"),
+        ("[1,2]", "not-an-object", "JSON object"),
+        ('"x"', "not-an-object", "JSON object"),
+        ('{"type":"nope"}', "unknown-type", "'nope'"),
+        ('{"topic":"t"}', "unknown-type", "None"),
+        ('{"type":"subscribe"}', "invalid-field", "'topic'"),
+        ('{"type":"subscribe","topic":""}', "invalid-field", "empty"),
+        ('{"type":"subscribe","topic":5}', "invalid-field", "'topic'"),
+        ('{"type":"subscribe","topic":"a\\u0001"}', "invalid-field", "control"),
+        ('{"type":"subscribe","topic":"t","resume":1}', "invalid-field", "'resume'"),
+        ('{"type":"subscribe","topic":"t","resume":{"epoch":"e","offset":-1}}', "invalid-field", "'offset'"),
+        ('{"type":"subscribe","topic":"t","last":true}', "invalid-field", "'last'"),
+        ('{"type":"subscribe","topic":"t","ref":[1]}', "invalid-field", "'ref'"),
+        ('{"type":"publish","topic":"t"}', "invalid-field", "'data'"),
+        ('{"type":"pong"}', "invalid-field", "'id'"),
+        ('{"type":"pong","id":NaN}', "invalid-json", "NaN"),
+    ],
+)
+def test_malformed_client_frames_get_a_named_error(text, code, words):
+    with pytest.raises(ProtocolError) as info:
+        parse_client_frame(text)
+    assert info.value.code == code
+    assert words in info.value.message
+
+
+def test_binary_frames_are_refused():
+    with pytest.raises(ProtocolError) as info:
+        parse_client_frame(b'{"type":"pong","id":1}')
+    assert info.value.code == "binary-frame"
+
+
+def test_error_carries_the_ref_of_the_bad_frame():
+    with pytest.raises(ProtocolError) as info:
+        parse_client_frame('{"type":"subscribe","ref":"abc"}')
+    assert info.value.ref == "abc"
+
+
+def test_topic_validation_messages():
+    assert validate_topic("jobs/42") == "jobs/42"
+    with pytest.raises(ValueError, match="longer than 256"):
+        validate_topic("x" * 257)
+    with pytest.raises(ValueError, match="must be a str"):
+        validate_topic(None)
+
+
+def test_non_json_data_is_a_type_error():
+    with pytest.raises(TypeError, match="JSON"):
+        encode_event("t", 1, object())
+    with pytest.raises(TypeError, match="JSON"):
+        encode_event("t", 1, float("nan"))
+
+
+def test_welcome_of_another_version_is_refused():
+    text = Welcome("s", 1.0, 3.0, 10).to_json().replace('"version":1', '"version":2')
+    with pytest.raises(ProtocolError, match="version"):
+        parse_server_frames(text)
+
+
+def test_welcome_inside_a_batch_is_refused():
+    with pytest.raises(ProtocolError):
+        parse_server_frames(encode_batch([Welcome("s", 1.0, 3.0, 10).to_json()]))
+
+
+def test_close_code_table():
+    assert close_action(1000) is CloseAction.DONE
+    for code in (1001, 1006, 1011, 1012, 1013, 4000, 4001):
+        assert close_action(code) is CloseAction.RECONNECT, code
+    for code in (1002, 1003, 1007, 1008, 1009, 4403):
+        assert close_action(code) is CloseAction.FAIL, code
+    assert close_action(4401) is CloseAction.REAUTH
+    assert close_action(1014) is CloseAction.FAIL
+    assert close_action(4999) is CloseAction.RECONNECT
+    assert close_action(1001, {1001: CloseAction.DONE}) is CloseAction.DONE
+    assert all(code == info.code for code, info in CLOSE_CODES.items())

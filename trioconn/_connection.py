@@ -1,0 +1,354 @@
+"""One server-side connection: a nursery with a receiver, a sender and a heartbeat task.
+
+Theory of operation
+-------------------
+``ServerConnection.run`` owns everything the connection has — its subscriptions, outbox and
+tasks — inside one cancel scope and one nursery. Whatever ends the connection (the client closes,
+the socket resets, the heartbeat deadline passes, the reader is too slow, the hub shuts down, a
+bug), the ``finally`` clause of ``run`` is the one place that unsubscribes it, removes it from the
+hub and sends the close frame. Nothing about a connection outlives its nursery.
+
+- The **receiver** reads frames; every frame pushes the heartbeat deadline ``timeout`` ahead.
+- The **heartbeat** task queues a ``ping`` every ``interval`` inside a cancel scope whose deadline
+  the receiver keeps moving; when it passes, the connection is closed with 4000.
+- The **sender** is the only task that writes to the socket. It takes whatever is queued and sends
+  it as one message (a ``batch`` if several). An outbox overflow closes the connection with 4001.
+  A send that takes longer than ``send_timeout`` (the peer stopped reading and TCP is full) also
+  means a slow consumer, but a close frame cannot get through a full buffer: the socket is
+  closed and the client sees 1006, which it also answers by reconnecting and resuming.
+
+``close(code, drain=True)`` lets the sender flush what is queued (bounded by ``drain_timeout``)
+before the close frame, so "work done" (1000) arrives after the last event.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import trio
+import trio_websocket
+
+from ._exceptions import ProtocolError, TopicEnded
+from ._outbox import Outbox
+from ._protocol import (
+    Error,
+    ErrorCode,
+    Ping,
+    Pong,
+    Publish,
+    Published,
+    Subscribe,
+    Unsubscribe,
+    Unsubscribed,
+    Welcome,
+    encode_batch,
+    parse_client_frame,
+)
+
+if TYPE_CHECKING:
+    from ._hub import Hub
+
+__all__ = ["ConnectionStatistics", "ServerConnection"]
+
+logger = logging.getLogger("trioconn")
+
+#: How long the close handshake may take once the connection's tasks are done.
+CLOSE_TIMEOUT = 2.0
+
+
+@attrs.frozen
+class ConnectionStatistics:
+    """One connection as seen by ``Hub.statistics()``."""
+
+    session: str
+    remote: str
+    identity: Any
+    opened_at: float
+    last_seen: float
+    pings_sent: int
+    pongs_seen: int
+    rtt: float | None
+    messages_sent: int
+    frames_sent: int
+    events_dropped: int
+    queued: int
+    subscriptions: tuple[str, ...]
+
+
+class ServerConnection:
+    """A client connection of a hub. Created and run by ``Hub``; not public."""
+
+    def __init__(
+        self, hub: Hub, ws: trio_websocket.WebSocketConnection, session: str, identity: Any, remote: str
+    ) -> None:
+        self.hub = hub
+        self.session = session
+        self.identity = identity
+        self.remote = remote
+        self.subscriptions: set[str] = set()
+        #: the connection sets it belongs to (the hub's, its serve call's); set by the hub
+        self.groups: tuple[Any, ...] = ()
+        self._ws = ws
+        self._config = hub.config
+        self.outbox = Outbox(self._config.outbox_size)
+        self._has_work = trio.Event()
+        self._scope = trio.CancelScope()
+        self._alive = trio.CancelScope()
+        self._draining = False
+        self._send_broken = False
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self.cause = ""
+        now = trio.current_time()
+        self.opened_at = self.last_seen = now
+        self._ping_id = 0
+        self._ping_sent_at: float | None = None
+        self.pings_sent = self.pongs_seen = self.messages_sent = self.frames_sent = 0
+        self._dropped = 0
+        self.rtt: float | None = None
+
+    # -- Subscriber (called synchronously by the topic registry) -------------------------------
+
+    def deliver(self, topic: str, encoded: str, *, state: bool) -> bool:
+        if self.close_code is not None:
+            return True  # already closing; the client resumes from history
+        ok = self.outbox.put_state(topic, encoded) if state else self.outbox.put(encoded)
+        self._has_work.set()
+        return ok
+
+    def deliver_end(self, topic: str, encoded: str) -> None:
+        self.subscriptions.discard(topic)
+        self._queue(encoded)
+
+    def _queue(self, *frames: str) -> None:
+        self.outbox.put_unbounded(list(frames))
+        self._has_work.set()
+
+    # -- closing -------------------------------------------------------------------------------
+
+    def close(self, code: int, reason: str, cause: str, *, drain: bool) -> bool:
+        """Start closing with ``code``; the first call wins. Returns False if already closing."""
+        if self.close_code is not None:
+            return False
+        self.close_code, self.close_reason, self.cause = code, reason, cause
+        if drain:
+            self._draining = True
+            self._has_work.set()
+            self._scope.deadline = min(self._scope.deadline, trio.current_time() + self._config.drain_timeout)
+        else:
+            self._dropped += self.outbox.clear()
+            self._scope.cancel()
+        return True
+
+    @property
+    def events_dropped(self) -> int:
+        return self._dropped + self.outbox.superseded
+
+    def statistics(self) -> ConnectionStatistics:
+        return ConnectionStatistics(
+            session=self.session,
+            remote=self.remote,
+            identity=self.identity,
+            opened_at=self.opened_at,
+            last_seen=self.last_seen,
+            pings_sent=self.pings_sent,
+            pongs_seen=self.pongs_seen,
+            rtt=self.rtt,
+            messages_sent=self.messages_sent,
+            frames_sent=self.frames_sent,
+            events_dropped=self.events_dropped,
+            queued=len(self.outbox),
+            subscriptions=tuple(sorted(self.subscriptions)),
+        )
+
+    # -- the connection's life -----------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve the connection until it ends, then clean up and close. Never raises Exception."""
+        config = self._config
+        self._queue(
+            Welcome(
+                self.session, config.heartbeat_interval, config.heartbeat_timeout, config.max_frame_size
+            ).to_json()
+        )
+        try:
+            with self._scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._receiver)
+                    nursery.start_soon(self._sender)
+                    nursery.start_soon(self._heartbeat)
+            if self._scope.cancelled_caught and self.close_code is None:
+                self.close(1001, "server shutting down", "shutdown", drain=False)
+        except Exception:
+            logger.exception("connection %s failed", self.session)
+            self.close(1011, "internal error", "internal-error", drain=False)
+        finally:
+            if self.close_code is None:  # cancelled from outside: the hub is going away
+                self.close(1001, "server shutting down", "shutdown", drain=False)
+            self.hub._release_subscriptions(self)
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + CLOSE_TIMEOUT) as scope:
+                if self._send_broken:
+                    # A send was cancelled half-way: the stream can take no close frame. Closing
+                    # in a cancelled scope makes trio-websocket skip to closing the socket.
+                    scope.cancel()
+                await self._ws.aclose(self.close_code or 1001, self.close_reason)
+            logger.info(
+                "connection %s closed: %s (code %s%s) after %.1fs",
+                self.session,
+                self.cause,
+                self.close_code,
+                f", {self.close_reason}" if self.close_reason else "",
+                trio.current_time() - self.opened_at,
+            )
+            self.hub._connection_finished(self)
+
+    async def _receiver(self) -> None:
+        timeout = self._config.heartbeat_timeout
+        self._alive.deadline = trio.current_time() + timeout
+        while True:
+            try:
+                message = await self._ws.get_message()
+            except trio_websocket.ConnectionClosed:
+                self._peer_closed()
+                return
+            self.last_seen = trio.current_time()
+            self._alive.deadline = self.last_seen + timeout
+            try:
+                frame = parse_client_frame(message)
+            except ProtocolError as exc:
+                self._queue(Error(exc.code, exc.message, _ref(exc.ref)).to_json())
+                continue
+            await self._handle(frame)
+
+    def _peer_closed(self) -> None:
+        closed = self._ws.closed
+        code = closed.code if closed is not None else 1006
+        reason = (closed.reason or "") if closed is not None else ""
+        if code == 1009:
+            cause = "frame-too-big"  # trio-websocket closed it for us: max_message_size
+        elif code == 1006:
+            cause = "connection-lost"
+        else:
+            cause = "client-closed"
+        if not self.close(code, reason, cause, drain=False):
+            self._scope.cancel()  # we were already closing, but there is nobody left to wait for
+
+    async def _handle(self, frame: Subscribe | Unsubscribe | Pong | Publish) -> None:
+        if isinstance(frame, Pong):
+            self.pongs_seen += 1
+            if frame.id == self._ping_id and self._ping_sent_at is not None:
+                self.rtt = trio.current_time() - self._ping_sent_at
+            return
+        if isinstance(frame, Unsubscribe):
+            if self.hub._registry.unsubscribe(frame.topic, self):
+                self.subscriptions.discard(frame.topic)
+                self._queue(Unsubscribed(frame.topic, frame.ref).to_json())
+            else:
+                self._refuse(frame, ErrorCode.NOT_SUBSCRIBED, "not subscribed to this topic")
+            return
+        action = "subscribe" if isinstance(frame, Subscribe) else "publish"
+        if not await self._authorized(frame.topic, action):
+            self._refuse(frame, ErrorCode.FORBIDDEN, f"{action} not allowed on this topic")
+        elif isinstance(frame, Subscribe):
+            self._subscribe(frame)
+        else:
+            await self._publish(frame)
+
+    def _subscribe(self, frame: Subscribe) -> None:
+        if frame.topic in self.subscriptions:
+            self._refuse(frame, ErrorCode.ALREADY_SUBSCRIBED, "already subscribed to this topic")
+            return
+        if len(self.subscriptions) >= self._config.max_subscriptions:
+            self._refuse(
+                frame,
+                ErrorCode.TOO_MANY_SUBSCRIPTIONS,
+                f"at most {self._config.max_subscriptions} subscriptions per connection",
+            )
+            return
+        frames = self.hub._registry.subscribe(
+            frame.topic,
+            self,
+            now=trio.current_time(),
+            epoch=frame.epoch,
+            offset=frame.offset,
+            last=frame.last,
+            ref=frame.ref,
+        )
+        topic = self.hub._registry.get(frame.topic)
+        if topic is not None and self in topic.subscribers:
+            self.subscriptions.add(frame.topic)
+        self._queue(*frames)
+
+    async def _publish(self, frame: Publish) -> None:
+        try:
+            offset = await self.hub.publish(frame.topic, frame.data)
+        except TopicEnded as exc:
+            self._refuse(frame, ErrorCode.TOPIC_ENDED, str(exc))
+        except ValueError as exc:
+            self._refuse(frame, ErrorCode.WRONG_KIND, str(exc))
+        else:
+            self._queue(Published(frame.topic, offset, frame.ref).to_json())
+
+    async def _authorized(self, topic: str, action: str) -> bool:
+        hook: Callable[[Any, str, str], bool | Awaitable[bool]] | None = self.hub.config.authorize
+        if hook is None:
+            return action == "subscribe"
+        result = hook(self.identity, topic, action)
+        if inspect.isawaitable(result):
+            result = await result
+        return bool(result)
+
+    def _refuse(self, frame: Subscribe | Unsubscribe | Publish, code: ErrorCode, message: str) -> None:
+        self._queue(Error(code.value, message, frame.ref, frame.topic).to_json())
+
+    async def _sender(self) -> None:
+        config = self._config
+        while True:
+            while not self.outbox:
+                if self._draining:
+                    self._scope.cancel()
+                    return
+                await self._has_work.wait()
+                self._has_work = trio.Event()
+            frames = self.outbox.take(config.max_batch_bytes)
+            message = frames[0] if len(frames) == 1 else encode_batch(frames)
+            # Until the send completes the stream holds part of a frame: if this task is
+            # cancelled meanwhile (timeout, slow consumer, shutdown), no close frame may follow.
+            self._send_broken = True
+            with trio.move_on_after(config.send_timeout) as scope:
+                try:
+                    await self._ws.send_message(message)
+                except trio_websocket.ConnectionClosed:
+                    self._peer_closed()
+                    return
+            if scope.cancelled_caught:
+                self._dropped += len(frames)
+                self.close(4001, "slow consumer: send timed out", "slow-consumer", drain=False)
+                return
+            self._send_broken = False
+            self.messages_sent += 1
+            self.frames_sent += len(frames)
+
+    async def _heartbeat(self) -> None:
+        interval = self._config.heartbeat_interval
+        with self._alive:
+            while True:
+                await trio.sleep(interval)
+                self._ping_id += 1
+                self._ping_sent_at = trio.current_time()
+                self.pings_sent += 1
+                self._queue(Ping(self._ping_id, self.rtt).to_json())
+        if self._alive.cancelled_caught:
+            self.close(4000, "heartbeat timeout", "heartbeat-timeout", drain=False)
+
+    def slow_consumer(self) -> None:
+        """The outbox overflowed: close without draining so the client resumes from history."""
+        self.close(4001, "slow consumer: outbox full", "slow-consumer", drain=False)
+
+
+def _ref(ref: object) -> str | int | None:
+    return ref if isinstance(ref, str | int) and not isinstance(ref, bool) else None

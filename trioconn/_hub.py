@@ -1,0 +1,551 @@
+"""The server hub: accepts WebSocket clients, keeps topics, fans publications out.
+
+Theory of operation
+-------------------
+``Hub.serve`` runs trio-websocket's server; each accepted client becomes a ``ServerConnection``
+whose nursery lives inside the serving task, so cancelling ``serve`` ends every connection (each
+sends 1001 on its way out). The handshake is where policy applies: origin, authentication and the
+connection limit are checked before any connection state exists.
+
+Publishing is synchronous underneath: ``publish_nowait`` writes to the topic registry, which
+encodes the event once and appends it to each subscriber's outbox. Publishers never wait for
+subscribers; a subscriber that cannot keep up is closed with 4001 and resumes from history.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+import secrets
+import urllib.parse
+from collections import Counter
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from functools import partial
+from typing import Any
+
+import attrs
+import trio
+import trio_websocket
+
+from ._connection import CLOSE_TIMEOUT, ConnectionStatistics, ServerConnection
+from ._exceptions import HandshakeRejected, HubStopped
+from ._threads import HubThreadHandle
+from ._topics import TopicKind, TopicRegistry, TopicStatistics
+
+__all__ = ["HandshakeRequest", "Hub", "HubConfig", "HubStatistics"]
+
+logger = logging.getLogger("trioconn")
+
+
+@attrs.frozen
+class HandshakeRequest:
+    """What ``authenticate`` sees of a client's opening handshake.
+
+    Attributes:
+        path: the request target without the query string.
+        query: query-string parameters (the last value wins).
+        headers: request headers, names lower-cased.
+        token: the bearer token, from ``?token=`` or ``Authorization: Bearer``.
+        remote: the peer's address, for logs.
+    """
+
+    path: str
+    query: Mapping[str, str]
+    headers: Mapping[str, str]
+    token: str | None
+    remote: str
+
+
+Authenticate = Callable[[HandshakeRequest], Any]
+Authorize = Callable[[Any, str, str], "bool | Awaitable[bool]"]
+
+
+def _positive(name: str) -> Callable[[Any, Any, Any], None]:
+    def check(_instance: Any, _attribute: Any, value: Any) -> None:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(f"{name} must be a number, not {type(value).__name__}")
+        if not math.isfinite(value) or value <= 0:
+            raise ValueError(f"{name} must be a positive, finite number of seconds or items, got {value!r}")
+
+    return check
+
+
+def _positive_int(name: str) -> Callable[[Any, Any, Any], None]:
+    def check(_instance: Any, _attribute: Any, value: Any) -> None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+        if value <= 0:
+            raise ValueError(f"{name} must be positive, got {value}")
+
+    return check
+
+
+def _optional_callable(name: str) -> Callable[[Any, Any, Any], None]:
+    def check(_instance: Any, _attribute: Any, value: Any) -> None:
+        if value is not None and not callable(value):
+            raise TypeError(f"{name} must be callable or None")
+
+    return check
+
+
+@attrs.frozen(kw_only=True)
+class HubConfig:
+    """A hub's settings, validated once. Defaults and the reasons for them: ``docs/server.md``."""
+
+    heartbeat_interval: float = attrs.field(default=15.0, validator=_positive("heartbeat_interval"))
+    heartbeat_timeout: float = attrs.field(default=45.0, validator=_positive("heartbeat_timeout"))
+    history_size: int = attrs.field(default=2000, validator=_positive_int("history_size"))
+    outbox_size: int = attrs.field(default=500, validator=_positive_int("outbox_size"))
+    max_frame_size: int = attrs.field(default=65536, validator=_positive_int("max_frame_size"))
+    max_batch_bytes: int = attrs.field(default=65536, validator=_positive_int("max_batch_bytes"))
+    send_timeout: float = attrs.field(default=10.0, validator=_positive("send_timeout"))
+    drain_timeout: float = attrs.field(default=5.0, validator=_positive("drain_timeout"))
+    handshake_timeout: float = attrs.field(default=10.0, validator=_positive("handshake_timeout"))
+    ended_retention: float = attrs.field(default=300.0, validator=_positive("ended_retention"))
+    max_connections: int | None = attrs.field(default=None)
+    max_subscriptions: int = attrs.field(default=1000, validator=_positive_int("max_subscriptions"))
+    allowed_origins: frozenset[str] | None = attrs.field(default=None)
+    authenticate: Authenticate | None = attrs.field(
+        default=None, validator=_optional_callable("authenticate")
+    )
+    authorize: Authorize | None = attrs.field(default=None, validator=_optional_callable("authorize"))
+
+    def __attrs_post_init__(self) -> None:
+        if self.heartbeat_interval >= self.heartbeat_timeout / 2:
+            raise ValueError(
+                f"heartbeat_interval ({self.heartbeat_interval}s) must be less than half of "
+                f"heartbeat_timeout ({self.heartbeat_timeout}s): a client must be able to miss one "
+                "ping and still be heard from before the deadline"
+            )
+        if self.max_connections is not None:
+            _positive_int("max_connections")(None, None, self.max_connections)
+
+
+@attrs.frozen
+class HubStatistics:
+    """A snapshot of a hub, from ``Hub.statistics()``."""
+
+    connections: int
+    accepted: int
+    disconnects: Mapping[str, int]
+    sessions: tuple[ConnectionStatistics, ...]
+    topics: Mapping[str, TopicStatistics]
+
+
+class Hub:
+    """Serves live topics to WebSocket clients.
+
+    Args:
+        heartbeat_interval: seconds between the server's pings; sent to clients in ``welcome``.
+        heartbeat_timeout: a connection silent this long is closed with 4000. Must exceed
+            twice the interval.
+        history_size: events kept per stream topic for clients that resume.
+        outbox_size: frames that may wait for one client before it counts as slow (4001).
+        max_frame_size: largest client frame in bytes; larger ones close with 1009.
+        max_batch_bytes: about how much one outgoing message carries when frames are queued.
+        send_timeout: a single send that takes longer closes the connection with 4001.
+        drain_timeout: how long a graceful close (1000, 1001) may take to flush queued frames.
+        handshake_timeout: how long a client may take to complete the opening handshake.
+        ended_retention: seconds an ended topic is kept so late subscribers see its end.
+        max_connections: beyond this many, new clients are accepted and closed with 1013.
+        max_subscriptions: per connection.
+        allowed_origins: if given, a handshake whose ``Origin`` is not listed gets HTTP 403.
+            Clients that send no ``Origin`` (non-browser clients) are not affected.
+        authenticate: ``(HandshakeRequest) -> identity`` (sync or async). Returning None
+            rejects with HTTP 401; raising ``HandshakeRejected(403)`` rejects with that status.
+        authorize: ``(identity, topic, action) -> bool`` (sync or async), action being
+            ``"subscribe"`` or ``"publish"``. Without it, subscribing is allowed and client
+            publishing is refused.
+
+    Raises:
+        ValueError, TypeError: a setting is invalid; the message says which and why.
+    """
+
+    def __init__(
+        self,
+        *,
+        heartbeat_interval: float = 15.0,
+        heartbeat_timeout: float = 45.0,
+        history_size: int = 2000,
+        outbox_size: int = 500,
+        max_frame_size: int = 65536,
+        max_batch_bytes: int = 65536,
+        send_timeout: float = 10.0,
+        drain_timeout: float = 5.0,
+        handshake_timeout: float = 10.0,
+        ended_retention: float = 300.0,
+        max_connections: int | None = None,
+        max_subscriptions: int = 1000,
+        allowed_origins: Collection[str] | None = None,
+        authenticate: Authenticate | None = None,
+        authorize: Authorize | None = None,
+    ) -> None:
+        if isinstance(allowed_origins, str):
+            raise TypeError("allowed_origins must be a collection of origins, not a single string")
+        self.config = HubConfig(
+            heartbeat_interval=heartbeat_interval,
+            heartbeat_timeout=heartbeat_timeout,
+            history_size=history_size,
+            outbox_size=outbox_size,
+            max_frame_size=max_frame_size,
+            max_batch_bytes=max_batch_bytes,
+            send_timeout=send_timeout,
+            drain_timeout=drain_timeout,
+            handshake_timeout=handshake_timeout,
+            ended_retention=ended_retention,
+            max_connections=max_connections,
+            max_subscriptions=max_subscriptions,
+            allowed_origins=None if allowed_origins is None else frozenset(allowed_origins),
+            authenticate=authenticate,
+            authorize=authorize,
+        )
+        self._registry = TopicRegistry(history_size=history_size, ended_retention=ended_retention)
+        self._connections: dict[str, ServerConnection] = {}
+        self._disconnects: Counter[str] = Counter()
+        self._accepted = 0
+        self._serve_scopes: set[trio.CancelScope] = set()
+        self._all = _Group()
+        self._stopping = False
+        self._stopped = False
+
+    # -- serving -------------------------------------------------------------------------------
+
+    async def serve(
+        self,
+        host: str,
+        port: int,
+        *,
+        ssl_context: Any = None,
+        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Accept WebSocket clients on ``host:port`` until cancelled or ``aclose()``.
+
+        Use ``port = await nursery.start(hub.serve, host, 0)``: the bound port comes back through
+        ``task_status``. Cancelling this task closes every connection with 1001. A hub can be
+        served again after ``serve`` returns (its topics stay); not after ``aclose()``.
+        """
+        if not isinstance(host, str):
+            raise TypeError(f"host must be a str, not {type(host).__name__}")
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ValueError(f"port must be an int from 0 to 65535, got {port!r}")
+        self._check_running()
+        config = self.config
+
+        async def listen(outer: trio.Nursery, handlers: trio.Nursery, group: _Group) -> None:
+            server = await outer.start(
+                partial(
+                    trio_websocket.serve_websocket,
+                    partial(self._handle_request, group=group),
+                    host,
+                    port,
+                    ssl_context,
+                    handler_nursery=handlers,
+                    max_message_size=config.max_frame_size,
+                    connect_timeout=config.handshake_timeout,
+                    disconnect_timeout=CLOSE_TIMEOUT,
+                )
+            )
+            logger.info("serving on %s:%d", host, server.port)
+            task_status.started(server.port)
+            await trio.sleep_forever()
+
+        with trio.CancelScope() as scope:
+            self._serve_scopes.add(scope)
+            try:
+                await self._run_guarded(listen)
+            finally:
+                self._serve_scopes.discard(scope)
+
+    async def serve_stream(self, stream: trio.abc.Stream) -> None:
+        """Serve one already-connected stream (e.g. one end of ``trio.testing.memory_stream_pair``).
+
+        Returns when that connection has ended. This is what in-memory tests use: no sockets,
+        and it runs under ``trio.testing.MockClock``. Cancelling it closes with 1001.
+        """
+        self._check_running()
+
+        async def one(outer: trio.Nursery, handlers: trio.Nursery, group: _Group) -> None:
+            done = trio.Event()
+
+            async def handle() -> None:
+                try:
+                    request = None
+                    with trio.move_on_after(self.config.handshake_timeout):
+                        request = await trio_websocket.wrap_server_stream(
+                            handlers, stream, max_message_size=self.config.max_frame_size
+                        )
+                    if request is not None:
+                        await self._handle_request(request, group=group)
+                finally:
+                    done.set()
+
+            handlers.start_soon(handle)
+            await done.wait()
+
+        try:
+            await self._run_guarded(one)
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    async def _run_guarded(
+        self, body: Callable[[trio.Nursery, trio.Nursery, _Group], Awaitable[None]]
+    ) -> None:
+        """Run ``body`` with a handler nursery that outside cancellation does not reach directly.
+
+        trio-websocket's reader task lives in the handler nursery; if a cancellation killed it,
+        no close handshake could complete and every connection would wait out its close
+        timeout. Instead, when ``body`` ends for any reason (cancellation included), the
+        connections it started are closed gracefully with 1001 — queued frames first, each
+        bounded by ``drain_timeout`` and the close timeout — and only then is the handler nursery
+        cancelled (which also ends handshakes still in progress).
+        """
+        group = _Group()
+        async with trio.open_nursery() as outer:
+            handlers, handlers_scope = await outer.start(_shielded_nursery)
+            try:
+                await body(outer, handlers, group)
+            finally:
+                with trio.CancelScope(shield=True):
+                    await group.close_all()
+                handlers_scope.cancel()
+
+    async def _handle_request(self, request: trio_websocket.WebSocketRequest, *, group: _Group) -> None:
+        # Runs as trio-websocket's handler: an exception here would crash the whole server, so
+        # everything but cancellation ends here, logged.
+        try:
+            if self._stopping:
+                await request.reject(503, body=b"server shutting down")
+                return
+            info = _handshake_info(request)
+            refusal = self._check_origin(info)
+            identity = None
+            if refusal is None:
+                identity, refusal = await self._authenticate(info)
+            if refusal is not None:
+                self._disconnects[f"refused-{refusal[0]}"] += 1
+                logger.info("handshake from %s refused: HTTP %d %s", info.remote, *refusal)
+                await request.reject(refusal[0], body=refusal[1].encode())
+                return
+            ws = await request.accept()
+            limit = self.config.max_connections
+            if self._stopping or (limit is not None and len(self._connections) >= limit):
+                reason = "server shutting down" if self._stopping else "connection limit reached"
+                self._disconnects["connection-limit" if not self._stopping else "shutdown"] += 1
+                with trio.move_on_after(CLOSE_TIMEOUT):
+                    await ws.aclose(1013 if not self._stopping else 1001, reason)
+                return
+            conn = ServerConnection(self, ws, secrets.token_urlsafe(12), identity, info.remote)
+            self._connections[conn.session] = conn
+            self._all.add(conn)
+            group.add(conn)
+            conn.groups = (self._all, group)
+            self._accepted += 1
+            logger.info("connection %s opened from %s", conn.session, info.remote)
+            await conn.run()
+        except (trio_websocket.ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
+            logger.debug("client went away during the handshake")
+        except Exception:
+            logger.exception("handshake failed")
+
+    def _check_origin(self, info: HandshakeRequest) -> tuple[int, str] | None:
+        allowed = self.config.allowed_origins
+        origin = info.headers.get("origin")
+        if allowed is not None and origin is not None and origin not in allowed:
+            return 403, f"origin {origin} is not allowed"
+        return None
+
+    async def _authenticate(self, info: HandshakeRequest) -> tuple[Any, tuple[int, str] | None]:
+        hook = self.config.authenticate
+        if hook is None:
+            return None, None
+        try:
+            identity = hook(info)
+            if inspect.isawaitable(identity):
+                identity = await identity
+        except HandshakeRejected as exc:
+            return None, (exc.status, exc.body.decode("utf-8", "replace") or "forbidden")
+        if identity is None:
+            return None, (401, "unauthorized")
+        return identity, None
+
+    def _release_subscriptions(self, conn: ServerConnection) -> None:
+        """Called once by each connection as it starts closing: nothing more is queued for it."""
+        for topic in conn.subscriptions:
+            self._registry.unsubscribe(topic, conn)
+        conn.subscriptions.clear()
+
+    def _connection_finished(self, conn: ServerConnection) -> None:
+        """Called once by each connection when its close handshake is over (or timed out)."""
+        self._connections.pop(conn.session, None)
+        for group in conn.groups:
+            group.discard(conn)
+        self._disconnects[conn.cause] += 1
+
+    # -- publishing ----------------------------------------------------------------------------
+
+    def _check_running(self) -> None:
+        if self._stopping or self._stopped:
+            raise HubStopped("the hub has been closed")
+
+    def _write(self, topic: str, kind: TopicKind, data: Any) -> int:
+        self._check_running()
+        offset, slow = self._registry.write(topic, kind, data, trio.current_time())
+        for sub in slow:
+            if isinstance(sub, ServerConnection):
+                sub.slow_consumer()
+        return offset
+
+    def publish_nowait(self, topic: str, data: Any) -> int:
+        """Append ``data`` to stream topic ``topic`` and queue it for every subscriber.
+
+        Never blocks: a subscriber that cannot take it is closed with 4001 and resumes later.
+
+        Returns:
+            The event's offset.
+
+        Raises:
+            TypeError: ``data`` is not JSON-serializable.
+            ValueError: invalid topic name, or ``topic`` is a state topic.
+            TopicEnded: the topic has ended.
+            HubStopped: the hub has been closed.
+        """
+        return self._write(topic, "stream", data)
+
+    async def publish(self, topic: str, data: Any) -> int:
+        """Like ``publish_nowait``; awaitable so that brokers with I/O fit the same call."""
+        await trio.lowlevel.checkpoint()
+        return self.publish_nowait(topic, data)
+
+    def set_state_nowait(self, topic: str, value: Any) -> int:
+        """Set state topic ``topic`` to ``value``: new subscribers get it as their snapshot.
+
+        A subscriber still holding an unsent older value gets only this one.
+        Raises the same errors as ``publish_nowait``.
+        """
+        return self._write(topic, "state", value)
+
+    async def set_state(self, topic: str, value: Any) -> int:
+        """Like ``set_state_nowait``, awaitable."""
+        await trio.lowlevel.checkpoint()
+        return self.set_state_nowait(topic, value)
+
+    def end_nowait(self, topic: str) -> int:
+        """End ``topic``: subscribers get ``end`` after what is queued; later ones get it at once.
+
+        Idempotent. Returns the final offset.
+        """
+        self._check_running()
+        return self._registry.end(topic, trio.current_time())
+
+    async def end(self, topic: str) -> int:
+        """Like ``end_nowait``, awaitable."""
+        await trio.lowlevel.checkpoint()
+        return self.end_nowait(topic)
+
+    def from_thread(self) -> HubThreadHandle:
+        """A handle that worker threads use to publish, set state and end topics.
+
+        Call this from trio code (it remembers the trio run) and hand the result to threads.
+        """
+        return HubThreadHandle(self, trio.lowlevel.current_trio_token())
+
+    # -- control -------------------------------------------------------------------------------
+
+    def close(self, session: str, code: int = 1000, reason: str = "work done") -> bool:
+        """Close one client's connection after its queued frames are sent.
+
+        Args:
+            session: the session id the client got in ``welcome``.
+            code: 1000 (work done, the client will not reconnect) or an application code
+                3000-4999.
+            reason: a short text, at most 123 bytes in UTF-8.
+
+        Returns:
+            False if no such session is connected (it may have just left).
+        """
+        if isinstance(code, bool) or not isinstance(code, int) or not (code == 1000 or 3000 <= code <= 4999):
+            raise ValueError(f"close code must be 1000 or 3000-4999, got {code!r}")
+        if len(reason.encode()) > 123:
+            raise ValueError("close reason must be at most 123 bytes in UTF-8")
+        conn = self._connections.get(session)
+        if conn is None:
+            return False
+        return conn.close(code, reason, "server-closed", drain=True)
+
+    def sessions(self) -> list[str]:
+        """Session ids of the connected clients."""
+        return list(self._connections)
+
+    async def aclose(self) -> None:
+        """Close every client with 1001 (after its queued frames, within ``drain_timeout``),
+        stop serving, and return once every connection task has finished. Safe to call twice."""
+        if self._stopped:
+            return
+        self._stopping = True
+        await self._all.close_all()
+        for scope in list(self._serve_scopes):
+            scope.cancel()
+        self._stopped = True
+        logger.info("hub closed")
+
+    def statistics(self) -> HubStatistics:
+        """Connections, per-connection counters, disconnects by cause, topics."""
+        return HubStatistics(
+            connections=len(self._connections),
+            accepted=self._accepted,
+            disconnects=dict(self._disconnects),
+            sessions=tuple(conn.statistics() for conn in self._connections.values()),
+            topics={topic.name: topic.statistics() for topic in self._registry},
+        )
+
+
+class _Group:
+    """A set of connections (one ``serve`` call's, or the hub's) that can be closed together."""
+
+    def __init__(self) -> None:
+        self._members: set[ServerConnection] = set()
+        self._empty = trio.Event()
+        self._empty.set()
+
+    def add(self, conn: ServerConnection) -> None:
+        if not self._members:
+            self._empty = trio.Event()
+        self._members.add(conn)
+
+    def discard(self, conn: ServerConnection) -> None:
+        self._members.discard(conn)
+        if not self._members:
+            self._empty.set()
+
+    async def close_all(self) -> None:
+        """Close every member with 1001 after its queued frames; return when all have ended.
+
+        Bounded: each connection gives itself ``drain_timeout`` to flush and then the close
+        timeout for the handshake.
+        """
+        for conn in list(self._members):
+            conn.close(1001, "server shutting down", "shutdown", drain=True)
+        await self._empty.wait()
+
+
+async def _shielded_nursery(
+    *, task_status: trio.TaskStatus[tuple[trio.Nursery, trio.CancelScope]] = trio.TASK_STATUS_IGNORED
+) -> None:
+    with trio.CancelScope(shield=True) as scope:
+        async with trio.open_nursery() as nursery:
+            task_status.started((nursery, scope))
+            await trio.sleep_forever()
+
+
+def _handshake_info(request: trio_websocket.WebSocketRequest) -> HandshakeRequest:
+    headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in request.headers}
+    target = urllib.parse.urlsplit(request.path)
+    query = dict(urllib.parse.parse_qsl(target.query))
+    token = query.get("token")
+    auth = headers.get("authorization", "")
+    if token is None and auth[:7].lower() == "bearer ":
+        token = auth[7:].strip() or None
+    remote = request.remote
+    address = str(remote) if isinstance(remote, trio_websocket.Endpoint) else "in-memory"
+    return HandshakeRequest(target.path or "/", query, headers, token, address)

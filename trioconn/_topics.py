@@ -1,0 +1,272 @@
+"""Topics: epochs, offsets, bounded history, state values, ends. No I/O, no trio.
+
+Theory of operation
+-------------------
+A topic is created by its first write or first subscriber and gets a random *epoch*: a new epoch
+means "offsets from before mean nothing here" (the server restarted, or the topic was dropped and
+made again). Every write increments the topic's *offset* by one and is encoded **once** into an
+``event`` frame; that text is kept in the bounded history and handed to every subscriber as is.
+
+A topic's *kind* is fixed by its first write: ``publish`` makes a *stream* (every event matters,
+history replays them), ``set_state`` makes a *state* topic (only the latest value matters; it is the
+snapshot a subscriber receives at once). Subscribing is a single synchronous step — answer,
+replay and registration happen with no await in between — so a subscriber sees neither a gap nor a
+duplicate between replay and live events.
+
+A subscriber is anything with ``deliver``/``deliver_end`` (the server connection's outbox). It
+returns False from ``deliver`` when it cannot keep up; the registry reports it to the caller and
+keeps going, so one slow subscriber never holds up the others.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any, Literal, Protocol, TypeAlias
+
+import attrs
+
+from ._exceptions import TopicEnded
+from ._protocol import End, Reset, Subscribed, encode_event, validate_topic
+
+__all__ = ["Subscriber", "Topic", "TopicKind", "TopicRegistry", "TopicStatistics"]
+
+TopicKind: TypeAlias = Literal["stream", "state"]
+
+
+class Subscriber(Protocol):
+    """What a topic pushes to."""
+
+    def deliver(self, topic: str, encoded: str, *, state: bool) -> bool:
+        """Queue one encoded event; False means the subscriber cannot keep up."""
+
+    def deliver_end(self, topic: str, encoded: str) -> None:
+        """Queue the topic's ``end`` frame; the subscription is over."""
+
+
+@attrs.frozen
+class TopicStatistics:
+    """A topic as seen by ``Hub.statistics()``."""
+
+    name: str
+    kind: TopicKind | None
+    epoch: str
+    offset: int
+    subscribers: int
+    history: int
+    ended: bool
+
+
+def new_epoch() -> str:
+    """A fresh epoch: random, so that no two topic lifetimes share one."""
+    return secrets.token_hex(6)
+
+
+@attrs.define(eq=False)
+class Topic:
+    """One topic's state. Owned by ``TopicRegistry``; read-only for everybody else."""
+
+    name: str
+    epoch: str
+    history_size: int
+    kind: TopicKind | None = None
+    offset: int = 0
+    history: deque[tuple[int, str]] = attrs.field(init=False)
+    state: Any = None
+    has_state: bool = False
+    ended_at: float | None = None
+    end_frame: str | None = None
+    subscribers: dict[Subscriber, None] = attrs.Factory(dict)
+
+    def __attrs_post_init__(self) -> None:
+        self.history = deque(maxlen=self.history_size)
+
+    @property
+    def ended(self) -> bool:
+        return self.ended_at is not None
+
+    def statistics(self) -> TopicStatistics:
+        return TopicStatistics(
+            self.name,
+            self.kind,
+            self.epoch,
+            self.offset,
+            len(self.subscribers),
+            len(self.history),
+            self.ended,
+        )
+
+    def _replay_after(self, offset: int) -> list[str] | None:
+        """Encoded events after ``offset``, or None if history no longer reaches back that far."""
+        if offset > self.offset:
+            return None
+        if offset == self.offset:
+            return []
+        if not self.history or self.history[0][0] > offset + 1:
+            return None
+        start = offset + 1 - self.history[0][0]
+        return [encoded for _, encoded in list(self.history)[start:]]
+
+    def _last(self, count: int) -> list[str]:
+        if count <= 0 or not self.history:
+            return []
+        return [encoded for _, encoded in list(self.history)[-count:]]
+
+
+class TopicRegistry:
+    """Every topic of one hub, and who follows which.
+
+    Args:
+        history_size: events a stream topic keeps for resuming subscribers.
+        ended_retention: seconds an ended topic stays so late subscribers still see its end.
+        epoch_factory: makes epochs (replaceable so tests and brokers can choose them).
+    """
+
+    def __init__(
+        self,
+        *,
+        history_size: int,
+        ended_retention: float,
+        epoch_factory: Callable[[], str] = new_epoch,
+    ) -> None:
+        self._topics: dict[str, Topic] = {}
+        self._history_size = history_size
+        self._ended_retention = ended_retention
+        self._epoch_factory = epoch_factory
+        self._ended: deque[Topic] = deque()
+
+    def __iter__(self) -> Iterator[Topic]:
+        return iter(self._topics.values())
+
+    def __len__(self) -> int:
+        return len(self._topics)
+
+    def get(self, name: str) -> Topic | None:
+        return self._topics.get(name)
+
+    def _topic(self, name: str, now: float) -> Topic:
+        topic = self._topics.get(name)
+        if topic is None:
+            self._expire(now)
+            topic = Topic(validate_topic(name), self._epoch_factory(), self._history_size)
+            self._topics[name] = topic
+        return topic
+
+    def _expire(self, now: float) -> None:
+        while self._ended and now - (self._ended[0].ended_at or 0.0) >= self._ended_retention:
+            topic = self._ended.popleft()
+            if self._topics.get(topic.name) is topic:
+                del self._topics[topic.name]
+
+    def _forget_if_unused(self, topic: Topic) -> None:
+        # A topic nobody wrote to and nobody follows carries no information: drop it, so that
+        # clients subscribing to made-up names cannot grow the registry.
+        if topic.kind is None and not topic.subscribers and not topic.ended:
+            self._topics.pop(topic.name, None)
+
+    def write(self, name: str, kind: TopicKind, data: Any, now: float) -> tuple[int, list[Subscriber]]:
+        """Append one write to topic ``name``.
+
+        Returns:
+            The new offset, and the subscribers that could not keep up (the caller closes them).
+
+        Raises:
+            TopicEnded: the topic has ended.
+            ValueError: the topic is of the other kind, or the name is invalid.
+            TypeError: ``data`` is not JSON-serializable.
+        """
+        topic = self._topic(name, now)
+        if topic.ended:
+            raise TopicEnded(name)
+        if topic.kind is not None and topic.kind != kind:
+            verb = "publish" if topic.kind == "stream" else "set_state"
+            raise ValueError(f"topic {name!r} is a {topic.kind} topic: use {verb}()")
+        try:
+            encoded = encode_event(name, topic.offset + 1, data)
+        except TypeError:
+            self._forget_if_unused(topic)
+            raise
+        topic.kind = kind
+        topic.offset += 1
+        state = kind == "state"
+        if state:
+            topic.state, topic.has_state = data, True
+        else:
+            topic.history.append((topic.offset, encoded))
+        slow = [sub for sub in topic.subscribers if not sub.deliver(name, encoded, state=state)]
+        return topic.offset, slow
+
+    def end(self, name: str, now: float) -> int:
+        """End topic ``name``: subscribers get ``end`` and are released. Idempotent.
+
+        Returns:
+            The offset the topic ended at.
+        """
+        topic = self._topic(name, now)
+        if topic.ended:
+            return topic.offset
+        topic.ended_at = now
+        topic.end_frame = End(name, topic.offset).to_json()
+        self._ended.append(topic)
+        subscribers, topic.subscribers = list(topic.subscribers), {}
+        for sub in subscribers:
+            sub.deliver_end(name, topic.end_frame)
+        return topic.offset
+
+    def subscribe(
+        self,
+        name: str,
+        sub: Subscriber,
+        *,
+        now: float,
+        epoch: str | None = None,
+        offset: int | None = None,
+        last: int | None = None,
+        ref: str | int | None = None,
+    ) -> list[str]:
+        """Register ``sub`` on ``name`` and return the frames it must be sent first, in order.
+
+        The first frame is ``subscribed`` (the resume point was honoured, or none was given) or
+        ``reset`` (the resume point is from another epoch or older than history). Replayed
+        events follow; for an ended topic, its ``end`` frame closes the list and ``sub`` is not
+        registered.
+        """
+        topic = self._topic(name, now)
+        replay: list[str] | None = None
+        if epoch is not None:
+            if epoch == topic.epoch and topic.kind != "state":
+                replay = topic._replay_after(offset or 0)
+            elif epoch == topic.epoch:
+                replay = []  # a state topic's snapshot is the whole catch-up
+        answer = Subscribed if replay is not None or epoch is None else Reset
+        if replay is None:
+            replay = topic._last(last or 0) if topic.kind == "stream" else []
+        frames = [
+            answer(
+                topic=name,
+                epoch=topic.epoch,
+                offset=topic.offset,
+                kind=topic.kind,
+                snapshot=topic.state,
+                has_snapshot=topic.has_state,
+                replayed=len(replay),
+                ended=topic.ended,
+                ref=ref,
+            ).to_json(),
+            *replay,
+        ]
+        if topic.end_frame is not None:
+            frames.append(topic.end_frame)
+        else:
+            topic.subscribers[sub] = None
+        return frames
+
+    def unsubscribe(self, name: str, sub: Subscriber) -> bool:
+        """Remove ``sub`` from ``name``; False if it was not subscribed."""
+        topic = self._topics.get(name)
+        if topic is None or sub not in topic.subscribers:
+            return False
+        del topic.subscribers[sub]
+        self._forget_if_unused(topic)
+        return True
