@@ -14,15 +14,6 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from _client_fakes import (
-    MiniHub,
-    Session,
-    close_after_welcome,
-    frozen,
-    hang_handshake,
-    reject,
-    stream_closed,
-)
 
 from trioconn._backoff import Backoff
 from trioconn._client import ClientState, StateChange, connect
@@ -35,6 +26,16 @@ from trioconn._exceptions import (
 )
 from trioconn._protocol import CloseAction, Event, Publish, Subscribe, Unsubscribe
 from trioconn._subscription import EventItem, ResetItem, SnapshotItem
+
+from ._client_fakes import (
+    MiniHub,
+    Session,
+    close_after_welcome,
+    frozen,
+    hang_handshake,
+    reject,
+    stream_closed,
+)
 
 URL = "ws://hub.test/live"
 
