@@ -939,3 +939,14 @@ async def test_token_provider_returning_garbage_fails_clearly(autojump_clock: An
             async with connect(URL, transport=hub.transport, token_provider=tokens):
                 await trio.sleep_forever()
         nursery.cancel_scope.cancel()
+
+
+def test_the_close_code_table_in_the_docs_matches_close_codes() -> None:
+    from pathlib import Path
+
+    from trioconn._protocol import CLOSE_CODES
+
+    text = (Path(__file__).parent.parent / "docs" / "client.md").read_text()
+    table = text.split("<!-- close-codes:start -->\n")[1].split("<!-- close-codes:end -->")[0]
+    rows = [f"| {c.code} | `{c.name}` | **{c.action.value}** | {c.meaning} |" for c in CLOSE_CODES.values()]
+    assert table.strip().splitlines()[2:] == rows
