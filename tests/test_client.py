@@ -950,3 +950,18 @@ def test_the_close_code_table_in_the_docs_matches_close_codes() -> None:
     table = text.split("<!-- close-codes:start -->\n")[1].split("<!-- close-codes:end -->")[0]
     rows = [f"| {c.code} | `{c.name}` | **{c.action.value}** | {c.meaning} |" for c in CLOSE_CODES.values()]
     assert table.strip().splitlines()[2:] == rows
+
+
+def test_several_failures_of_one_connection_translate_to_the_most_specific() -> None:
+    import trio_websocket
+
+    from trioconn._client import _translate
+
+    group = ExceptionGroup(
+        "x", [trio.BrokenResourceError("reset"), trio_websocket.ConnectionRejected(401, (), b"no")]
+    )
+    translated = _translate(group)
+    assert isinstance(translated, HandshakeRejected) and translated.status == 401
+    assert isinstance(_translate(ExceptionGroup("y", [OSError("down")])), ConnectionBroken)
+    bug = ExceptionGroup("z", [KeyError("a"), KeyError("b")])
+    assert _translate(bug) is bug

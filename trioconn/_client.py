@@ -293,8 +293,12 @@ def _translate(exc: BaseException) -> BaseException:
         return exc
     translated = [_translate_one(leaf) for leaf in real]
     known = [t for t in translated if isinstance(t, TrioconnError)]
-    if len(real) == 1 or len(known) == len(translated):
+    if len(real) == 1:
         return translated[0]
+    if len(known) == len(translated):
+        # Several failures of one connection: the most specific (a refusal, a close code) wins
+        # over the "broken" that followed it.
+        return min(known, key=lambda error: isinstance(error, ConnectionBroken))
     return exc
 
 
