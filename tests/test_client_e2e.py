@@ -2,50 +2,20 @@
 
 from __future__ import annotations
 
-import urllib.parse
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
-import trio_websocket
 
 from trioconn._backoff import Backoff
-from trioconn._client import ClientState, _close_on_cancel, connect
+from trioconn._client import ClientState, connect
 from trioconn._exceptions import ConnectionBroken, HandshakeRejected, ReconnectFailed, ServerError
 from trioconn._hub import HandshakeRequest, Hub
 from trioconn._subscription import EventItem, ResetItem, SnapshotItem
+from trioconn.testing import open_memory_link
 
 URL = "ws://localhost/"
-
-
-class MemoryLink:
-    """A transport that connects the client to ``hub`` through in-memory streams.
-
-    ``hub`` may be swapped for another instance to simulate a server restart.
-    """
-
-    def __init__(self, hub: Hub, nursery: trio.Nursery) -> None:
-        self.hub = hub
-        self.nursery = nursery
-        self.attempts = 0
-
-    async def __call__(
-        self, nursery: trio.Nursery, url: str, headers: list[tuple[bytes, bytes]]
-    ) -> trio_websocket.WebSocketConnection:
-        self.attempts += 1
-        client_stream, server_stream = trio.testing.memory_stream_pair()
-        self.nursery.start_soon(self.hub.serve_stream, server_stream)
-        nursery.start_soon(_close_on_cancel, client_stream)
-        parts = urllib.parse.urlsplit(url)
-        resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        return await trio_websocket.wrap_client_stream(
-            nursery,
-            client_stream,  # type: ignore[arg-type]
-            "localhost",
-            resource,
-            extra_headers=headers,
-        )
 
 
 def allow_all(identity: Any, topic: str, action: str) -> bool:
@@ -56,11 +26,10 @@ async def test_hub_connection_closed_mid_stream_resumes_with_no_gap_and_no_dupli
     autojump_clock: Any,
 ) -> None:
     hub = Hub(heartbeat_interval=2, heartbeat_timeout=6, authorize=allow_all)
-    async with trio.open_nursery() as nursery:
-        link = MemoryLink(hub, nursery)
+    async with open_memory_link(hub.serve_stream) as link:
         for i in range(1, 4):
             hub.publish_nowait("feed", i)
-        async with connect(URL, transport=link) as client, client.subscribe("feed", last=3) as sub:
+        async with connect(URL, transport=link.transport) as client, client.subscribe("feed", last=3) as sub:
             seen: list[int] = []
             async for item in sub:
                 assert isinstance(item, EventItem)
@@ -83,16 +52,15 @@ async def test_hub_connection_closed_mid_stream_resumes_with_no_gap_and_no_dupli
 
 async def test_hub_restart_gives_a_reset_with_the_fresh_snapshot(autojump_clock: Any) -> None:
     first = Hub(heartbeat_interval=2, heartbeat_timeout=6)
-    async with trio.open_nursery() as nursery:
-        link = MemoryLink(first, nursery)
+    async with open_memory_link(first.serve_stream) as link:
         first.set_state_nowait("job", {"pct": 10})
-        async with connect(URL, transport=link) as client, client.subscribe("job") as sub:
+        async with connect(URL, transport=link.transport) as client, client.subscribe("job") as sub:
             snapshot = await sub.__anext__()
             assert isinstance(snapshot, SnapshotItem) and snapshot.value == {"pct": 10}
             # the server process restarts: a new hub with fresh epochs
             second = Hub(heartbeat_interval=2, heartbeat_timeout=6)
             second.set_state_nowait("job", {"pct": 70})
-            link.hub = second
+            link.serve = second.serve_stream
             await first.aclose()
             reset = await sub.__anext__()
             second.set_state_nowait("job", {"pct": 80})
@@ -109,9 +77,8 @@ async def test_hub_closing_1000_after_the_last_event_ends_the_client_without_rec
     autojump_clock: Any,
 ) -> None:
     hub = Hub(heartbeat_interval=2, heartbeat_timeout=6)
-    async with trio.open_nursery() as nursery:
-        link = MemoryLink(hub, nursery)
-        async with connect(URL, transport=link) as client:
+    async with open_memory_link(hub.serve_stream) as link:
+        async with connect(URL, transport=link.transport) as client:
             async with client.subscribe("job") as sub:
                 await client.wait_state(ClientState.OPEN)
                 await trio.testing.wait_all_tasks_blocked()
@@ -122,7 +89,7 @@ async def test_hub_closing_1000_after_the_last_event_ends_the_client_without_rec
                 items = [item async for item in sub]
             final = await client.wait_state(ClientState.CLOSED)
             await trio.sleep(100)
-        assert link.attempts == 1
+        assert link.accepted == 1
         await hub.aclose()
     assert [i.data for i in items if isinstance(i, EventItem)][-1] == 100
     assert (final.code, final.reason) == (1000, "done")
@@ -130,8 +97,8 @@ async def test_hub_closing_1000_after_the_last_event_ends_the_client_without_rec
 
 async def test_hub_heartbeat_keeps_the_link_up_and_pings_are_answered(autojump_clock: Any) -> None:
     hub = Hub(heartbeat_interval=2, heartbeat_timeout=6)
-    async with trio.open_nursery() as nursery:
-        async with connect(URL, transport=MemoryLink(hub, nursery)) as client:
+    async with open_memory_link(hub.serve_stream) as link:
+        async with connect(URL, transport=link.transport) as client:
             await client.wait_state(ClientState.OPEN)
             await trio.sleep(61)
             stats = client.statistics()
@@ -146,8 +113,8 @@ async def test_hub_publish_round_trip_and_forbidden_publish(autojump_clock: Any)
         return action == "subscribe" or topic.startswith("public/")
 
     hub = Hub(heartbeat_interval=2, heartbeat_timeout=6, authorize=authorize)
-    async with trio.open_nursery() as nursery:
-        async with connect(URL, transport=MemoryLink(hub, nursery)) as client:
+    async with open_memory_link(hub.serve_stream) as link:
+        async with connect(URL, transport=link.transport) as client:
             async with client.subscribe("public/chat") as sub:
                 assert await client.publish("public/chat", "hi") == 1
                 item = await sub.__anext__()

@@ -17,12 +17,14 @@ from __future__ import annotations
 import math
 import socket
 import struct
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from functools import partial
 
 import trio
 import trio.testing
+import trio_websocket
 
 __all__ = ["FaultProxy", "FaultyLink", "MemoryLink", "open_fault_proxy", "open_memory_link"]
 
@@ -259,6 +261,33 @@ class MemoryLink(FaultyLink):
 
     async def _serve_one(self, stream: trio.abc.Stream) -> None:
         await self.serve(stream)
+
+    async def transport(
+        self, nursery: trio.Nursery, url: str, headers: list[tuple[bytes, bytes]]
+    ) -> trio_websocket.WebSocketConnection:
+        """A client ``Transport`` through this link: ``connect(url, transport=link.transport)``.
+
+        The host in ``url`` is ignored; its path and query string are sent in the handshake.
+        """
+        stream = await self.open_stream()
+        nursery.start_soon(_close_when_cancelled, stream)
+        parts = urllib.parse.urlsplit(url)
+        resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        # trio-websocket annotates socket streams but works on any trio stream
+        return await trio_websocket.wrap_client_stream(
+            nursery,
+            stream,  # type: ignore[arg-type]
+            parts.hostname or "localhost",
+            resource,
+            extra_headers=headers,
+        )
+
+
+async def _close_when_cancelled(stream: trio.abc.AsyncResource) -> None:
+    try:
+        await trio.sleep_forever()
+    finally:
+        await trio.aclose_forcefully(stream)
 
 
 @asynccontextmanager
