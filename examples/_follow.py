@@ -30,7 +30,7 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Callable
-from typing import Any, BinaryIO, Final
+from typing import BinaryIO, Final
 
 import attrs
 import trio
@@ -154,12 +154,18 @@ async def _stat(path: trio.Path) -> os.stat_result | None:
 
 
 class _Open:
-    """The file we are reading: its handle, identity and splitter."""
+    """The file we are reading: its handle, identity, splitter, and the bytes just read."""
 
-    def __init__(self, file: Any, st: os.stat_result, pos: int) -> None:
+    def __init__(self, file: BinaryIO, st: os.stat_result, pos: int) -> None:
         self.file = file
         self.identity = _identity(st)
         self.splitter = LineSplitter(st.st_ino, pos)
+        #: the last bytes before our position; if they change, the file was rewritten.
+        self.recent = b""
+
+    def restart(self) -> None:
+        self.splitter = LineSplitter(self.identity[1], 0)
+        self.recent = b""
 
 
 async def follow(
@@ -191,22 +197,26 @@ async def follow(
             st = await _stat(apath)
             replaced = False
             if current is not None and (st is None or _identity(st) != current.identity):
-                await _drain(current, emit)
-                await current.file.aclose()
+                await _drain(current, emit)  # what was written to the old file before it went
+                await _close(current)
                 current = None
                 replaced = st is not None
                 if not replaced:
                     emit(Notice("has become inaccessible"))
             if current is None and st is not None:
-                current = await _open(apath, st, initial_lines if first else None)
+                current = await _open(apath, initial_lines if first else None)
                 if current is not None and not first:
                     verb = "has been replaced" if replaced else "has appeared"
                     emit(Notice(f"{verb}; following new file"))
-            elif current is not None and st is not None and st.st_size < current.splitter.position:
-                emit(Notice("file truncated"))
-                current.splitter = LineSplitter(current.identity[1], 0)
-            if current is not None:
-                await _drain(current, emit)
+            if current is not None and st is not None:
+                if st.st_size < current.splitter.position:
+                    emit(Notice("file truncated"))
+                    current.restart()
+                if st.st_size > current.splitter.position and not await _drain(current, emit):
+                    # Truncated and rewritten past our position between two polls.
+                    emit(Notice("file truncated"))
+                    current.restart()
+                    await _drain(current, emit)
             if first:
                 first = False
                 task_status.started()
@@ -214,31 +224,48 @@ async def follow(
     finally:
         if current is not None:
             with trio.CancelScope(shield=True):
-                await current.file.aclose()
+                await _close(current)
 
 
-async def _open(apath: trio.Path, st: os.stat_result, initial_lines: int | None) -> _Open | None:
+async def _open(apath: trio.Path, initial_lines: int | None) -> _Open | None:
     """Open the file; position at its last ``initial_lines`` lines, or at 0 if None."""
     try:
-        file = await trio.open_file(apath, "rb")
+        file = await trio.to_thread.run_sync(open, apath, "rb")
     except FileNotFoundError:
         return None  # gone again between stat and open: try on the next poll
     # Identify the file we actually opened, not whatever the path named a moment ago.
     st = await trio.to_thread.run_sync(os.fstat, file.fileno())
     pos = 0
     if initial_lines is not None and st.st_size > 0:
-        pos = await trio.to_thread.run_sync(start_of_last_lines, file.wrapped, st.st_size, initial_lines)
-    await file.seek(pos)
+        pos = await trio.to_thread.run_sync(start_of_last_lines, file, st.st_size, initial_lines)
     return _Open(file, st, pos)
 
 
-async def _drain(current: _Open, emit: Callable[[Line | Notice], None]) -> None:
-    """Read from our position to the end of the file, emitting every completed line."""
-    file = current.file
-    await file.seek(current.splitter.position)
+async def _close(current: _Open) -> None:
+    await trio.to_thread.run_sync(current.file.close)
+
+
+def _read_at(file: BinaryIO, pos: int, expect: bytes, size: int) -> bytes | None:
+    """Blocking: up to ``size`` bytes from ``pos``, or None if ``expect`` no longer precedes ``pos``."""
+    file.seek(pos - len(expect))
+    if expect and file.read(len(expect)) != expect:
+        return None
+    return file.read(size)
+
+
+async def _drain(current: _Open, emit: Callable[[Line | Notice], None]) -> bool:
+    """Read from our position to the end of the file, emitting every completed line.
+
+    Returns:
+        False, having read nothing, if the bytes before our position changed (rewritten file).
+    """
     while True:
-        data = await file.read(READ_SIZE)
+        position = current.splitter.position
+        data = await trio.to_thread.run_sync(_read_at, current.file, position, current.recent, READ_SIZE)
+        if data is None:
+            return False
         if not data:
-            return
+            return True
+        current.recent = (current.recent + data)[-16:]
         for line in current.splitter.feed(data):
             emit(line)

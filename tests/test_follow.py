@@ -187,6 +187,17 @@ async def test_truncation_restarts_at_the_beginning(tmp_path, autojump_clock, mo
         nursery.cancel_scope.cancel()
 
 
+async def test_truncated_and_rewritten_past_our_position_between_polls(tmp_path, autojump_clock, monkeypatch):
+    log = tmp_path / "app.log"
+    write(log, b"old\n")
+    async with trio.open_nursery() as nursery:
+        f = await Follower(nursery, log, monkeypatch, initial_lines=10).start()
+        assert await f.texts(1) == ["old"]
+        write(log, b"a longer first line\n", mode="wb")  # larger than before: size alone can't tell
+        assert await f.texts(2) == ["! file truncated", "a longer first line"]
+        nursery.cancel_scope.cancel()
+
+
 async def test_rotation_by_rename_reads_the_old_file_to_its_end(tmp_path, autojump_clock, monkeypatch):
     log = tmp_path / "app.log"
     write(log, b"before\n")
