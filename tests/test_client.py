@@ -7,6 +7,7 @@ as every task is blocked), so heartbeats, timeouts and backoff take no wall time
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import random
 from typing import Any
@@ -14,15 +15,6 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from _client_fakes import (
-    MiniHub,
-    Session,
-    close_after_welcome,
-    frozen,
-    hang_handshake,
-    reject,
-    stream_closed,
-)
 
 from trioconn._backoff import Backoff
 from trioconn._client import ClientState, StateChange, connect
@@ -36,7 +28,28 @@ from trioconn._exceptions import (
 from trioconn._protocol import CloseAction, Event, Publish, Subscribe, Unsubscribe
 from trioconn._subscription import EventItem, ResetItem, SnapshotItem
 
+from ._client_fakes import (
+    MiniHub,
+    Session,
+    close_after_welcome,
+    frozen,
+    hang_handshake,
+    reject,
+    stream_closed,
+)
+
 URL = "ws://hub.test/live"
+
+
+def bounded(test: Any) -> Any:
+    """Fail a test that waits forever (in virtual time) instead of hanging the run."""
+
+    @functools.wraps(test)
+    async def wrapper(*args: Any, **kwargs: Any) -> None:
+        with trio.fail_after(3600):
+            await test(*args, **kwargs)
+
+    return wrapper
 
 
 def client_tasks() -> list[str]:
@@ -66,6 +79,7 @@ async def collect(sub: Any, count: int) -> list[Any]:
 # ------------------------------------------------------------------------------------ basics
 
 
+@bounded
 async def test_subscribe_receives_live_events_and_publish_returns_the_offset(autojump_clock: Any) -> None:
     async with trio.open_nursery() as nursery:
         hub = MiniHub(nursery)
@@ -81,11 +95,14 @@ async def test_subscribe_receives_live_events_and_publish_returns_the_offset(aut
     ]
 
 
+@bounded
 async def test_leaving_the_block_closes_with_1000_and_never_reconnects(autojump_clock: Any) -> None:
     async with trio.open_nursery() as nursery:
         hub = MiniHub(nursery)
         async with connect(URL, transport=hub.transport) as client:
             await client.wait_state(ClientState.OPEN)
+            leaving = trio.current_time()
+        assert trio.current_time() == leaving  # the server's close reply is awaited, not a timeout
         await trio.testing.wait_all_tasks_blocked()
         session = hub.sessions[0]
         assert session.ws is not None and session.ws.closed is not None
@@ -98,6 +115,7 @@ async def test_leaving_the_block_closes_with_1000_and_never_reconnects(autojump_
         nursery.cancel_scope.cancel()
 
 
+@bounded
 async def test_aclose_is_idempotent_and_requests_fail_after_it(autojump_clock: Any) -> None:
     async with trio.open_nursery() as nursery:
         hub = MiniHub(nursery)
@@ -114,6 +132,7 @@ async def test_aclose_is_idempotent_and_requests_fail_after_it(autojump_clock: A
         nursery.cancel_scope.cancel()
 
 
+@bounded
 async def test_publish_error_frame_raises_server_error(autojump_clock: Any) -> None:
     async with trio.open_nursery() as nursery:
         hub = MiniHub(nursery)
@@ -126,6 +145,7 @@ async def test_publish_error_frame_raises_server_error(autojump_clock: Any) -> N
         nursery.cancel_scope.cancel()
 
 
+@bounded
 async def test_publish_rejects_bad_arguments_before_waiting(autojump_clock: Any) -> None:
     async with trio.open_nursery() as nursery:
         hub = MiniHub(nursery)
@@ -140,6 +160,7 @@ async def test_publish_rejects_bad_arguments_before_waiting(autojump_clock: Any)
         nursery.cancel_scope.cancel()
 
 
+@bounded
 async def test_publish_while_disconnected_waits_for_the_link(autojump_clock: Any) -> None:
     async with trio.open_nursery() as nursery:
         hub = MiniHub(nursery)
@@ -151,6 +172,7 @@ async def test_publish_while_disconnected_waits_for_the_link(autojump_clock: Any
         nursery.cancel_scope.cancel()
 
 
+@bounded
 async def test_link_lost_after_sending_but_before_the_ack_raises_connection_broken(
     autojump_clock: Any,
 ) -> None:
@@ -178,6 +200,7 @@ async def test_link_lost_after_sending_but_before_the_ack_raises_connection_brok
 # ------------------------------------------------------------------------------------ resume
 
 
+@bounded
 async def test_link_dropped_mid_stream_resumes_with_no_gap_and_no_duplicate(autojump_clock: Any) -> None:
     async with trio.open_nursery() as nursery:
         hub = MiniHub(nursery)
@@ -210,6 +233,7 @@ async def test_link_dropped_mid_stream_resumes_with_no_gap_and_no_duplicate(auto
     assert resume == [Subscribe("feed", resume[0].ref, epoch="epoch-1", offset=5)]
 
 
+@bounded
 async def test_server_restart_with_new_epoch_delivers_a_reset_item_with_the_snapshot(
     autojump_clock: Any,
 ) -> None:
@@ -236,6 +260,7 @@ async def test_server_restart_with_new_epoch_delivers_a_reset_item_with_the_snap
     assert after == EventItem("job", "epoch-2", 2, {"progress": 40})
 
 
+@bounded
 async def test_resume_too_old_for_history_is_a_reset_not_a_silent_gap(autojump_clock: Any) -> None:
     async with trio.open_nursery() as nursery:
         hub = MiniHub(nursery, history_size=2)
@@ -259,6 +284,7 @@ async def test_resume_too_old_for_history_is_a_reset_not_a_silent_gap(autojump_c
     assert after == EventItem("feed", "epoch-1", 7, 7)
 
 
+@bounded
 async def test_duplicate_or_stale_events_are_never_delivered(autojump_clock: Any) -> None:
     async def replaying_twice(session: Session) -> None:
         await session.accept()
@@ -279,6 +305,7 @@ async def test_duplicate_or_stale_events_are_never_delivered(autojump_clock: Any
     assert [i.offset for i in items] == [1, 2, 3, 4]
 
 
+@bounded
 async def test_events_before_the_answer_to_this_connections_subscribe_are_ignored(
     autojump_clock: Any,
 ) -> None:
@@ -299,6 +326,7 @@ async def test_events_before_the_answer_to_this_connections_subscribe_are_ignore
     assert items == [EventItem("feed", "epoch-1", 1, "fresh")]
 
 
+@bounded
 async def test_topic_end_finishes_iteration_and_is_not_resubscribed(autojump_clock: Any) -> None:
     async with trio.open_nursery() as nursery:
         hub = MiniHub(nursery)
@@ -316,6 +344,7 @@ async def test_topic_end_finishes_iteration_and_is_not_resubscribed(autojump_clo
     assert items == ["a", "b"]
 
 
+@bounded
 async def test_leaving_a_subscription_sends_unsubscribe(autojump_clock: Any) -> None:
     async with trio.open_nursery() as nursery:
         hub = MiniHub(nursery)
@@ -334,6 +363,7 @@ async def test_leaving_a_subscription_sends_unsubscribe(autojump_clock: Any) -> 
         nursery.cancel_scope.cancel()
 
 
+@bounded
 async def test_second_subscription_to_the_same_topic_is_refused(autojump_clock: Any) -> None:
     async with trio.open_nursery() as nursery:
         hub = MiniHub(nursery)
@@ -344,6 +374,7 @@ async def test_second_subscription_to_the_same_topic_is_refused(autojump_clock: 
         nursery.cancel_scope.cancel()
 
 
+@bounded
 async def test_subscribe_refused_by_server_raises_from_iteration(autojump_clock: Any) -> None:
     async def refuse(session: Session) -> None:
         await session.accept()
@@ -378,6 +409,7 @@ async def test_subscribe_refused_by_server_raises_from_iteration(autojump_clock:
 # ------------------------------------------------------------------------------- close codes
 
 
+@bounded
 async def test_server_closing_1000_after_the_last_event_ends_the_client_cleanly(autojump_clock: Any) -> None:
     async def finish(session: Session) -> None:
         await session.accept()
@@ -408,6 +440,7 @@ async def test_server_closing_1000_after_the_last_event_ends_the_client_cleanly(
 
 
 @pytest.mark.parametrize("code", [1002, 1003, 1007, 1008, 1009, 4403])
+@bounded
 async def test_final_close_codes_raise_and_never_retry(autojump_clock: Any, code: int) -> None:
     async with trio.open_nursery() as nursery:
         hub = MiniHub(nursery)
@@ -425,6 +458,7 @@ async def test_final_close_codes_raise_and_never_retry(autojump_clock: Any, code
 
 
 @pytest.mark.parametrize("status", [401, 403])
+@bounded
 async def test_handshake_auth_failure_raises_and_never_retries(autojump_clock: Any, status: int) -> None:
     async def tokens() -> str:
         return "t0k3n"
@@ -444,6 +478,7 @@ async def test_handshake_auth_failure_raises_and_never_retries(autojump_clock: A
 
 
 @pytest.mark.parametrize("status", [429, 500, 503])
+@bounded
 async def test_handshake_overload_statuses_are_retried(autojump_clock: Any, status: int) -> None:
     async with trio.open_nursery() as nursery:
         hub = MiniHub(nursery)
@@ -456,6 +491,7 @@ async def test_handshake_overload_statuses_are_retried(autojump_clock: Any, stat
 
 
 @pytest.mark.parametrize("code", [1001, 1011, 1012, 1013, 4000, 4001])
+@bounded
 async def test_transient_close_codes_reconnect(autojump_clock: Any, code: int) -> None:
     async with trio.open_nursery() as nursery:
         hub = MiniHub(nursery)
@@ -476,6 +512,7 @@ async def test_transient_close_codes_reconnect(autojump_clock: Any, code: int) -
     assert isinstance(seen[2].exception, ConnectionClosed)
 
 
+@bounded
 async def test_close_code_table_can_be_overridden(autojump_clock: Any) -> None:
     async with trio.open_nursery() as nursery:
         hub = MiniHub(nursery)
@@ -488,6 +525,7 @@ async def test_close_code_table_can_be_overridden(autojump_clock: Any) -> None:
     assert len(hub.sessions) == 2
 
 
+@bounded
 async def test_4401_with_a_token_provider_retries_exactly_once_with_a_fresh_token(
     autojump_clock: Any,
 ) -> None:
@@ -515,6 +553,7 @@ async def test_4401_with_a_token_provider_retries_exactly_once_with_a_fresh_toke
     assert hub.attempt_times[1] == hub.attempt_times[0]
 
 
+@bounded
 async def test_4401_without_a_token_provider_fails_at_once(autojump_clock: Any) -> None:
     async with trio.open_nursery() as nursery:
         hub = MiniHub(nursery)
@@ -526,6 +565,7 @@ async def test_4401_without_a_token_provider_fails_at_once(autojump_clock: Any) 
     assert len(hub.sessions) == 1
 
 
+@bounded
 async def test_a_failing_token_provider_fails_the_client(autojump_clock: Any) -> None:
     async def tokens() -> str:
         raise LookupError("vault down")
@@ -543,6 +583,7 @@ async def test_a_failing_token_provider_fails_the_client(autojump_clock: Any) ->
 # ----------------------------------------------------------------------------------- backoff
 
 
+@bounded
 async def test_server_that_accepts_and_closes_at_once_sees_growing_delays(autojump_clock: Any) -> None:
     policy = Backoff(base=1.0, factor=2.0, cap=64.0, max_attempts=8)
     async with trio.open_nursery() as nursery:
@@ -560,6 +601,7 @@ async def test_server_that_accepts_and_closes_at_once_sees_growing_delays(autoju
     assert sum(gaps) > 10  # no tight loop: the expected total is ~63 s; this seed gives more
 
 
+@bounded
 async def test_failure_counter_resets_only_after_min_uptime(autojump_clock: Any) -> None:
     async def up_for(seconds: float) -> Any:
         async def handler(session: Session) -> None:
@@ -593,6 +635,7 @@ async def test_failure_counter_resets_only_after_min_uptime(autojump_clock: Any)
 # --------------------------------------------------------------------------------- heartbeat
 
 
+@bounded
 async def test_pings_are_answered_and_a_healthy_link_stays_up(autojump_clock: Any) -> None:
     async with trio.open_nursery() as nursery:
         hub = MiniHub(nursery, interval=5.0, timeout=10.0)
@@ -607,6 +650,7 @@ async def test_pings_are_answered_and_a_healthy_link_stays_up(autojump_clock: An
     assert stats.last_rtt == 0.025
 
 
+@bounded
 async def test_frozen_server_is_detected_within_timeout_plus_margin_then_reconnects(
     autojump_clock: Any,
 ) -> None:
@@ -627,6 +671,7 @@ async def test_frozen_server_is_detected_within_timeout_plus_margin_then_reconne
     assert "heartbeat" in lost.reason
 
 
+@bounded
 async def test_handshake_that_never_completes_hits_connect_timeout(autojump_clock: Any) -> None:
     async with trio.open_nursery() as nursery:
         hub = MiniHub(nursery)
@@ -677,6 +722,7 @@ class _Cancel(Exception):
 
 
 @pytest.mark.parametrize("where", [_until_connecting, _until_backing_off, _until_open, _until_replaying])
+@bounded
 async def test_cancelling_in_any_state_leaves_no_task_and_closes_the_socket(
     autojump_clock: Any, where: Any
 ) -> None:
@@ -704,6 +750,7 @@ async def test_cancelling_in_any_state_leaves_no_task_and_closes_the_socket(
         nursery.cancel_scope.cancel()
 
 
+@bounded
 async def test_cancelled_from_outside_while_waiting_on_a_subscription(autojump_clock: Any) -> None:
     async with trio.open_nursery() as nursery:
         hub = MiniHub(nursery)
@@ -721,6 +768,7 @@ async def test_cancelled_from_outside_while_waiting_on_a_subscription(autojump_c
 # ------------------------------------------------------------------------ errors at the edge
 
 
+@bounded
 async def test_an_error_in_the_block_propagates_unwrapped(autojump_clock: Any) -> None:
     async with trio.open_nursery() as nursery:
         hub = MiniHub(nursery)
@@ -734,6 +782,7 @@ async def test_an_error_in_the_block_propagates_unwrapped(autojump_clock: Any) -
         nursery.cancel_scope.cancel()
 
 
+@bounded
 async def test_exhausted_attempts_raise_reconnect_failed_not_a_group_and_cancel_the_block(
     autojump_clock: Any,
 ) -> None:
@@ -759,6 +808,7 @@ async def test_exhausted_attempts_raise_reconnect_failed_not_a_group_and_cancel_
     assert seen[-1].exception is info.value
 
 
+@bounded
 async def test_server_speaking_another_protocol_fails_with_protocol_error(autojump_clock: Any) -> None:
     async def not_welcome(session: Session) -> None:
         await session.accept(welcome=False)
@@ -778,6 +828,7 @@ async def test_server_speaking_another_protocol_fails_with_protocol_error(autoju
         nursery.cancel_scope.cancel()
 
 
+@bounded
 async def test_network_errors_from_the_transport_are_translated_and_retried(autojump_clock: Any) -> None:
     calls = 0
 
@@ -800,6 +851,7 @@ async def test_network_errors_from_the_transport_are_translated_and_retried(auto
     assert isinstance(seen[1].exception.__cause__, OSError)
 
 
+@bounded
 async def test_statistics_is_a_frozen_snapshot(autojump_clock: Any) -> None:
     async with trio.open_nursery() as nursery:
         hub = MiniHub(nursery)
@@ -814,6 +866,7 @@ async def test_statistics_is_a_frozen_snapshot(autojump_clock: Any) -> None:
     assert (after.state, after.attempts, after.connects) == (ClientState.OPEN, 1, 1)
 
 
+@bounded
 async def test_state_change_records_are_values(autojump_clock: Any) -> None:
     assert StateChange(ClientState.OPEN) == StateChange(ClientState.OPEN)
 
@@ -861,6 +914,7 @@ def test_connect_validates_its_arguments_at_call_time(
         ({"topic": "t", "buffer_size": "8"}, TypeError, "buffer_size"),
     ],
 )
+@bounded
 async def test_subscribe_validates_its_arguments(
     autojump_clock: Any, kwargs: dict[str, Any], error: type[Exception], match: str
 ) -> None:
@@ -874,6 +928,7 @@ async def test_subscribe_validates_its_arguments(
         nursery.cancel_scope.cancel()
 
 
+@bounded
 async def test_token_provider_returning_garbage_fails_clearly(autojump_clock: Any) -> None:
     async def tokens() -> str:
         return "a\r\nInjected: yes"
@@ -884,3 +939,29 @@ async def test_token_provider_returning_garbage_fails_clearly(autojump_clock: An
             async with connect(URL, transport=hub.transport, token_provider=tokens):
                 await trio.sleep_forever()
         nursery.cancel_scope.cancel()
+
+
+def test_the_close_code_table_in_the_docs_matches_close_codes() -> None:
+    from pathlib import Path
+
+    from trioconn._protocol import CLOSE_CODES
+
+    text = (Path(__file__).parent.parent / "docs" / "client.md").read_text()
+    table = text.split("<!-- close-codes:start -->\n")[1].split("<!-- close-codes:end -->")[0]
+    rows = [f"| {c.code} | `{c.name}` | **{c.action.value}** | {c.meaning} |" for c in CLOSE_CODES.values()]
+    assert table.strip().splitlines()[2:] == rows
+
+
+def test_several_failures_of_one_connection_translate_to_the_most_specific() -> None:
+    import trio_websocket
+
+    from trioconn._client import _translate
+
+    group = ExceptionGroup(
+        "x", [trio.BrokenResourceError("reset"), trio_websocket.ConnectionRejected(401, (), b"no")]
+    )
+    translated = _translate(group)
+    assert isinstance(translated, HandshakeRejected) and translated.status == 401
+    assert isinstance(_translate(ExceptionGroup("y", [OSError("down")])), ConnectionBroken)
+    bug = ExceptionGroup("z", [KeyError("a"), KeyError("b")])
+    assert _translate(bug) is bug

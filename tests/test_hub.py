@@ -10,7 +10,7 @@ import trio_websocket
 
 from trioconn import HandshakeRejected, Hub, HubStopped, TopicEnded
 
-from .conftest import memory_client
+from .conftest import RawClient, memory_client
 
 
 async def welcomed(client):
@@ -279,8 +279,8 @@ async def test_a_failing_authorize_hook_closes_only_that_connection_with_1011(au
 
 
 async def test_one_stalled_client_never_holds_up_the_publisher_or_100_healthy_ones(autojump_clock):
-    hub = Hub(send_timeout=5, outbox_size=1000)
-    events = 300
+    hub = Hub(send_timeout=2, outbox_size=1000)
+    events = 120
     received: dict[int, list[int]] = {}
 
     async def healthy(index, task_status):
@@ -313,7 +313,7 @@ async def test_one_stalled_client_never_holds_up_the_publisher_or_100_healthy_on
             start = trio.current_time()
             await publisher()
             publisher_time = trio.current_time() - start
-        # closed by the send timeout (5 s) while the publisher went on; a full buffer takes
+        # closed by the send timeout (2 s) while the publisher went on; a full buffer takes
         # no close frame, so the client sees the socket close (1006)
         assert hub.statistics().disconnects == {"slow-consumer": 1, "client-closed": 100}
         with pytest.raises(trio_websocket.ConnectionClosed) as info:
@@ -405,9 +405,12 @@ async def test_cancelling_the_server_sends_1001(autojump_clock):
     async with trio.open_nursery() as nursery:
         server = trio.CancelScope()
 
+        served = trio.Event()
+
         async def serve(stream):
             with server:
                 await hub.serve_stream(stream)
+            served.set()
 
         client_stream, server_stream = trio.testing.memory_stream_pair()
         nursery.start_soon(serve, server_stream)
@@ -417,6 +420,9 @@ async def test_cancelling_the_server_sends_1001(autojump_clock):
         with pytest.raises(trio_websocket.ConnectionClosed) as info:
             await ws.get_message()
         assert info.value.reason.code == 1001
+        start = trio.current_time()
+        await served.wait()
+        assert trio.current_time() == start  # the close handshake completed: no close timeout
         assert hub.statistics().connections == 0
 
 
@@ -560,3 +566,65 @@ async def test_statistics_and_one_log_line_per_open_and_close(autojump_clock, ca
     assert sum("opened" in line for line in lines) == 1
     (closed,) = [line for line in lines if "closed" in line]
     assert "client-closed" in closed and "code 1000" in closed
+
+
+# -- nothing outlives a connection ---------------------------------------------------------------
+
+
+def assert_forgotten(hub):
+    stats = hub.statistics()
+    assert stats.connections == 0 and stats.sessions == ()
+    assert all(topic.subscribers == 0 for topic in stats.topics.values())
+    assert not hub._all._members
+
+
+@pytest.mark.parametrize(
+    "ending",
+    ["client-close", "reset", "heartbeat", "slow-consumer", "server-error", "cancellation", "work-done"],
+)
+async def test_whatever_ends_a_connection_its_state_and_tasks_are_gone(autojump_clock, ending):
+    hub = Hub(heartbeat_interval=1, heartbeat_timeout=3, outbox_size=2, authorize=lambda i, t, a: t != "boom")
+    hub.publish_nowait("t", 0)
+    hub.set_state_nowait("s", 0)
+    served = trio.Event()
+    async with trio.open_nursery() as nursery:
+        scope = trio.CancelScope()
+        client_stream, server_stream = trio.testing.memory_stream_pair()
+
+        async def serve():
+            with scope:
+                await hub.serve_stream(server_stream)
+            served.set()  # serve_stream returns only once every task of the connection ended
+
+        nursery.start_soon(serve)
+        ws = await trio_websocket.wrap_client_stream(nursery, client_stream, "localhost", "/")
+        client = RawClient(ws)
+        welcome = await welcomed(client)
+        await subscribe(client, "t")
+        await subscribe(client, "s")
+        assert hub.statistics().connections == 1
+        if ending == "client-close":
+            await ws.aclose()
+        elif ending == "reset":
+            await trio.aclose_forcefully(client_stream)
+        elif ending == "heartbeat":
+            client.answer_pings = False
+            await client.closed()
+        elif ending == "slow-consumer":
+            for i in range(5):
+                hub.publish_nowait("t", i)
+            await client.closed()
+        elif ending == "server-error":
+            await client.send({"type": "subscribe", "topic": "boom"})
+            await client.closed()
+        elif ending == "cancellation":
+            scope.cancel()
+            await client.closed()
+        else:
+            hub.close(welcome["session"])
+            await client.closed()
+        await trio.testing.wait_all_tasks_blocked()
+        await trio.sleep(5)  # past every close timeout, in virtual time
+        assert_forgotten(hub)
+        assert served.is_set()
+        nursery.cancel_scope.cancel()

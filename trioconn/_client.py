@@ -293,8 +293,12 @@ def _translate(exc: BaseException) -> BaseException:
         return exc
     translated = [_translate_one(leaf) for leaf in real]
     known = [t for t in translated if isinstance(t, TrioconnError)]
-    if len(real) == 1 or len(known) == len(translated):
+    if len(real) == 1:
         return translated[0]
+    if len(known) == len(translated):
+        # Several failures of one connection: the most specific (a refusal, a close code) wins
+        # over the "broken" that followed it.
+        return min(known, key=lambda error: isinstance(error, ConnectionBroken))
     return exc
 
 
@@ -346,6 +350,9 @@ class _Link:
         #: the read loop's watchdog scope; cancelled to drop the link from a sending task.
         self.watchdog: trio.CancelScope | None = None
         self.failure: TrioconnError | None = None
+        #: the close code and reason we end the link with, once decided.
+        self.close_code = 1001
+        self.close_reason = ""
 
     def fail(self, failure: TrioconnError) -> None:
         if self.failure is None:
@@ -481,6 +488,7 @@ class Client:
         self._closing = False
         self._fatal: ReconnectFailed | None = None
         self._run_scope = trio.CancelScope()
+        self._run_done = trio.Event()
         self._body_scope: trio.CancelScope | None = None
 
     # ------------------------------------------------------------------------------ state
@@ -667,34 +675,37 @@ class Client:
             self._close_subscriptions(None)
             link = self._link
             if link is not None and link.alive:
-                link.alive = False
+                # The attempt's task closes the link (it must keep the WebSocket reader running
+                # until the server answers the close frame); wait for it, within bounds.
+                link.close_code, link.close_reason = 1000, "client closed"
+                link.fail(ConnectionClosed(1000, "closed by the client"))
                 with trio.move_on_after(CLOSE_TIMEOUT):
-                    await link.ws.aclose(1000, "client closed")
+                    await self._run_done.wait()
         finally:
             self._run_scope.cancel()
 
     # --------------------------------------------------------------------------- supervisor
 
     async def _run(self) -> None:
-        with self._run_scope:
-            try:
-                await self._supervise()
-            except ReconnectFailed as exc:
-                # Cancelled from outside at the same moment: that wins, nothing failed.
-                await trio.lowlevel.checkpoint_if_cancelled()
-                self._fatal = exc
-                cause = exc.cause
-                self._set_state(
-                    StateChange(
-                        ClientState.CLOSED,
-                        cause.code if isinstance(cause, ConnectionClosed) else None,
-                        str(exc),
-                        exc,
-                    )
-                )
-                self._close_subscriptions(exc)
-                if self._body_scope is not None:
-                    self._body_scope.cancel()
+        try:
+            with self._run_scope:
+                try:
+                    await self._supervise()
+                except ReconnectFailed as exc:
+                    # Cancelled from outside at the same moment: that wins, nothing failed.
+                    await trio.lowlevel.checkpoint_if_cancelled()
+                    self._fail(exc)
+        finally:
+            self._run_done.set()
+
+    def _fail(self, exc: ReconnectFailed) -> None:
+        self._fatal = exc
+        cause = exc.cause
+        code = cause.code if isinstance(cause, ConnectionClosed) else None
+        self._set_state(StateChange(ClientState.CLOSED, code, str(exc), exc))
+        self._close_subscriptions(exc)
+        if self._body_scope is not None:
+            self._body_scope.cancel()
 
     def _classify(self, cause: TrioconnError) -> CloseAction:
         if isinstance(cause, ConnectionClosed):
@@ -798,7 +809,8 @@ class Client:
     async def _session(self, nursery: trio.Nursery, url: str, headers: Headers) -> NoReturn:
         ws: trio_websocket.WebSocketConnection | None = None
         link: _Link | None = None
-        code, reason = 1000, ""
+        # 1001 (going away): we end the link only to replace it, unless aclose() says 1000.
+        code, reason = 1001, ""
         try:
             try:
                 with trio.fail_after(self._connect_timeout):
@@ -816,6 +828,8 @@ class Client:
         finally:
             if link is not None:
                 self._drop(link)
+                if link.failure is not None:
+                    code, reason = link.close_code, link.close_reason
             if ws is not None:
                 with trio.move_on_after(CLOSE_TIMEOUT):
                     await ws.aclose(code, reason)

@@ -90,6 +90,8 @@ class ServerConnection:
         self.identity = identity
         self.remote = remote
         self.subscriptions: set[str] = set()
+        #: the connection sets it belongs to (the hub's, its serve call's); set by the hub
+        self.groups: tuple[Any, ...] = ()
         self._ws = ws
         self._config = hub.config
         self.outbox = Outbox(self._config.outbox_size)
@@ -187,7 +189,7 @@ class ServerConnection:
         finally:
             if self.close_code is None:  # cancelled from outside: the hub is going away
                 self.close(1001, "server shutting down", "shutdown", drain=False)
-            self.hub._connection_closed(self)
+            self.hub._release_subscriptions(self)
             with trio.CancelScope(shield=True, deadline=trio.current_time() + CLOSE_TIMEOUT) as scope:
                 if self._send_broken:
                     # A send was cancelled half-way: the stream can take no close frame. Closing
@@ -202,6 +204,7 @@ class ServerConnection:
                 f", {self.close_reason}" if self.close_reason else "",
                 trio.current_time() - self.opened_at,
             )
+            self.hub._connection_finished(self)
 
     async def _receiver(self) -> None:
         timeout = self._config.heartbeat_timeout

@@ -205,8 +205,7 @@ class Hub:
         self._disconnects: Counter[str] = Counter()
         self._accepted = 0
         self._serve_scopes: set[trio.CancelScope] = set()
-        self._idle = trio.Event()
-        self._idle.set()
+        self._all = _Group()
         self._stopping = False
         self._stopped = False
 
@@ -232,24 +231,29 @@ class Hub:
             raise ValueError(f"port must be an int from 0 to 65535, got {port!r}")
         self._check_running()
         config = self.config
+
+        async def listen(outer: trio.Nursery, handlers: trio.Nursery, group: _Group) -> None:
+            server = await outer.start(
+                partial(
+                    trio_websocket.serve_websocket,
+                    partial(self._handle_request, group=group),
+                    host,
+                    port,
+                    ssl_context,
+                    handler_nursery=handlers,
+                    max_message_size=config.max_frame_size,
+                    connect_timeout=config.handshake_timeout,
+                    disconnect_timeout=CLOSE_TIMEOUT,
+                )
+            )
+            logger.info("serving on %s:%d", host, server.port)
+            task_status.started(server.port)
+            await trio.sleep_forever()
+
         with trio.CancelScope() as scope:
             self._serve_scopes.add(scope)
             try:
-                async with trio.open_nursery() as nursery:
-                    server = await nursery.start(
-                        partial(
-                            trio_websocket.serve_websocket,
-                            self._handle_request,
-                            host,
-                            port,
-                            ssl_context,
-                            max_message_size=config.max_frame_size,
-                            connect_timeout=config.handshake_timeout,
-                            disconnect_timeout=CLOSE_TIMEOUT,
-                        )
-                    )
-                    logger.info("serving on %s:%d", host, server.port)
-                    task_status.started(server.port)
+                await self._run_guarded(listen)
             finally:
                 self._serve_scopes.discard(scope)
 
@@ -257,23 +261,56 @@ class Hub:
         """Serve one already-connected stream (e.g. one end of ``trio.testing.memory_stream_pair``).
 
         Returns when that connection has ended. This is what in-memory tests use: no sockets,
-        and it runs under ``trio.testing.MockClock``.
+        and it runs under ``trio.testing.MockClock``. Cancelling it closes with 1001.
         """
         self._check_running()
-        async with trio.open_nursery() as nursery:
-            try:
-                request = None
-                with trio.move_on_after(self.config.handshake_timeout):
-                    request = await trio_websocket.wrap_server_stream(
-                        nursery, stream, max_message_size=self.config.max_frame_size
-                    )
-                if request is not None:
-                    await self._handle_request(request)
-            finally:
-                nursery.cancel_scope.cancel()
-                await trio.aclose_forcefully(stream)
 
-    async def _handle_request(self, request: trio_websocket.WebSocketRequest) -> None:
+        async def one(outer: trio.Nursery, handlers: trio.Nursery, group: _Group) -> None:
+            done = trio.Event()
+
+            async def handle() -> None:
+                try:
+                    request = None
+                    with trio.move_on_after(self.config.handshake_timeout):
+                        request = await trio_websocket.wrap_server_stream(
+                            handlers, stream, max_message_size=self.config.max_frame_size
+                        )
+                    if request is not None:
+                        await self._handle_request(request, group=group)
+                finally:
+                    done.set()
+
+            handlers.start_soon(handle)
+            await done.wait()
+
+        try:
+            await self._run_guarded(one)
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    async def _run_guarded(
+        self, body: Callable[[trio.Nursery, trio.Nursery, _Group], Awaitable[None]]
+    ) -> None:
+        """Run ``body`` with a handler nursery that outside cancellation does not reach directly.
+
+        trio-websocket's reader task lives in the handler nursery; if a cancellation killed it,
+        no close handshake could complete and every connection would wait out its close
+        timeout. Instead, when ``body`` ends for any reason (cancellation included), the
+        connections it started are closed gracefully with 1001 — queued frames first, each
+        bounded by ``drain_timeout`` and the close timeout — and only then is the handler nursery
+        cancelled (which also ends handshakes still in progress).
+        """
+        group = _Group()
+        async with trio.open_nursery() as outer:
+            handlers, handlers_scope = await outer.start(_shielded_nursery)
+            try:
+                await body(outer, handlers, group)
+            finally:
+                with trio.CancelScope(shield=True):
+                    await group.close_all()
+                handlers_scope.cancel()
+
+    async def _handle_request(self, request: trio_websocket.WebSocketRequest, *, group: _Group) -> None:
         # Runs as trio-websocket's handler: an exception here would crash the whole server, so
         # everything but cancellation ends here, logged.
         try:
@@ -300,7 +337,9 @@ class Hub:
                 return
             conn = ServerConnection(self, ws, secrets.token_urlsafe(12), identity, info.remote)
             self._connections[conn.session] = conn
-            self._idle = trio.Event()
+            self._all.add(conn)
+            group.add(conn)
+            conn.groups = (self._all, group)
             self._accepted += 1
             logger.info("connection %s opened from %s", conn.session, info.remote)
             await conn.run()
@@ -330,15 +369,18 @@ class Hub:
             return None, (401, "unauthorized")
         return identity, None
 
-    def _connection_closed(self, conn: ServerConnection) -> None:
-        """Called once by each connection as it ends: the one place its traces are removed."""
+    def _release_subscriptions(self, conn: ServerConnection) -> None:
+        """Called once by each connection as it starts closing: nothing more is queued for it."""
         for topic in conn.subscriptions:
             self._registry.unsubscribe(topic, conn)
         conn.subscriptions.clear()
-        self._connections.pop(conn.session, None)
         self._disconnects[conn.cause] += 1
-        if not self._connections:
-            self._idle.set()
+
+    def _connection_finished(self, conn: ServerConnection) -> None:
+        """Called once by each connection when its close handshake is over (or timed out)."""
+        self._connections.pop(conn.session, None)
+        for group in conn.groups:
+            group.discard(conn)
 
     # -- publishing ----------------------------------------------------------------------------
 
@@ -441,13 +483,9 @@ class Hub:
         if self._stopped:
             return
         self._stopping = True
-        for conn in list(self._connections.values()):
-            conn.close(1001, "server shutting down", "shutdown", drain=True)
-        with trio.move_on_after(self.config.drain_timeout + CLOSE_TIMEOUT):
-            await self._idle.wait()
+        await self._all.close_all()
         for scope in list(self._serve_scopes):
             scope.cancel()
-        await self._idle.wait()
         self._stopped = True
         logger.info("hub closed")
 
@@ -460,6 +498,44 @@ class Hub:
             sessions=tuple(conn.statistics() for conn in self._connections.values()),
             topics={topic.name: topic.statistics() for topic in self._registry},
         )
+
+
+class _Group:
+    """A set of connections (one ``serve`` call's, or the hub's) that can be closed together."""
+
+    def __init__(self) -> None:
+        self._members: set[ServerConnection] = set()
+        self._empty = trio.Event()
+        self._empty.set()
+
+    def add(self, conn: ServerConnection) -> None:
+        if not self._members:
+            self._empty = trio.Event()
+        self._members.add(conn)
+
+    def discard(self, conn: ServerConnection) -> None:
+        self._members.discard(conn)
+        if not self._members:
+            self._empty.set()
+
+    async def close_all(self) -> None:
+        """Close every member with 1001 after its queued frames; return when all have ended.
+
+        Bounded: each connection gives itself ``drain_timeout`` to flush and then the close
+        timeout for the handshake.
+        """
+        for conn in list(self._members):
+            conn.close(1001, "server shutting down", "shutdown", drain=True)
+        await self._empty.wait()
+
+
+async def _shielded_nursery(
+    *, task_status: trio.TaskStatus[tuple[trio.Nursery, trio.CancelScope]] = trio.TASK_STATUS_IGNORED
+) -> None:
+    with trio.CancelScope(shield=True) as scope:
+        async with trio.open_nursery() as nursery:
+            task_status.started((nursery, scope))
+            await trio.sleep_forever()
 
 
 def _handshake_info(request: trio_websocket.WebSocketRequest) -> HandshakeRequest:
