@@ -35,15 +35,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import trio
+from _states import log_state_changes
 
-from trioconn import TrioconnError
-
-try:
-    from trioconn import Backoff, ClientState, EventItem, ResetItem, connect
-except ImportError:  # the package does not re-export the client yet
-    from trioconn._backoff import Backoff
-    from trioconn._client import ClientState, connect
-    from trioconn._subscription import EventItem, ResetItem
+from trioconn import Backoff, ClientState, EventItem, ResetItem, TrioconnError, connect
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -66,25 +60,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.lines < 0:
         parser.error("--lines must not be negative")
     return args
-
-
-def describe(change: Any, url: str) -> str:
-    """One readable line for a connection state change."""
-    why = change.reason
-    if change.code is not None:
-        why = f"code {change.code}" + (f", {change.reason}" if change.reason else "")
-    if change.state is ClientState.CONNECTING:
-        return f"connecting to {url}" + (f" (last attempt: {why})" if why else "")
-    if change.state is ClientState.OPEN:
-        return f"connected to {url} ({why})"
-    if change.state is ClientState.RECONNECTING:
-        return f"connection lost ({why}); reconnecting"
-    return f"connection closed ({why})"
-
-
-async def log_state_changes(client: Any, url: str) -> None:
-    async for change in client.state_changes():
-        print(f"tail: {describe(change, url)}", file=sys.stderr, flush=True)
 
 
 class Printer:
@@ -132,7 +107,7 @@ async def tail(args: argparse.Namespace) -> None:
         connect(url, backoff=Backoff(base=0.25, cap=5.0)) as client,
         trio.open_nursery() as nursery,
     ):
-        nursery.start_soon(log_state_changes, client, url)
+        nursery.start_soon(log_state_changes, client, url, "tail")
         while client.state is not ClientState.CLOSED:
             async with client.subscribe(topic, last=args.lines) as sub:
                 async for item in sub:

@@ -163,7 +163,7 @@ def test_log_tail_follows_a_file_and_survives_a_server_restart(run, tmp_path):
     server.signal(signal.SIGTERM)
     assert server.wait() == 0, server.report()
     assert_clean(server)
-    client.wait_for("reconnecting", stream="err")
+    client.wait_for("connection lost", stream="err")
     append(log, "line 8", "line 9")  # written while no server runs
     server = run("log_tail_server.py", str(log), "--port", str(port), "--history", "50", "--poll", "0.05")
     served_port(server)
