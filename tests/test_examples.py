@@ -196,3 +196,98 @@ def test_log_tail_reports_truncation_and_rotation(run, tmp_path):
     client.wait_for("^new file$")
     client.wait_for("has been replaced", stream="err")
     assert client.out == ["old", "after truncation", "new file"]
+
+
+# -- job progress -------------------------------------------------------------------------------
+
+PROGRESS_LINE = re.compile(r"^(?P<job>\S+): (?P<done>\d+)/(?P<total>\d+) \(\d+%\)$")
+
+
+def progress_values(client: Proc, job: str) -> list[int]:
+    values = []
+    for line in client.out:
+        match = PROGRESS_LINE.match(line)
+        if match:
+            assert match["job"] == job, line
+            values.append(int(match["done"]))
+    return values
+
+
+def assert_finished_once(client: Proc, job: str, total: int) -> None:
+    """Exit 0, progress never going back, "done" exactly once and last, no reconnect after it."""
+    assert client.wait() == 0, client.report()
+    assert_clean(client)
+    values = progress_values(client, job)
+    assert values == sorted(values) and values[-1] == total, client.report()
+    done = [line for line in client.out if line.startswith(f"{job}: done: ")]
+    assert len(done) == 1 and client.out[-1] == done[0], client.report()
+    assert f"downloaded {total} chunks" in done[0]
+    # After the job ended the client closed with 1000 itself: its last state line says so.
+    assert client.err[-1] == "progress: connection closed (closed by the client)", client.report()
+
+
+def start_progress_server(run, tmp_path, port: str = "0") -> tuple[Proc, int]:
+    server = run("progress_server.py", "--port", port, "--jobs-dir", str(tmp_path / "jobs"))
+    return server, served_port(server)
+
+
+def test_progress_client_starts_a_job_and_exits_0_when_it_is_done(run, tmp_path):
+    server, port = start_progress_server(run, tmp_path)
+    client = run("progress_client.py", "--port", str(port), "--start", "--job", "j1", "--steps", "8",
+                 "--step-seconds", "0.05")  # fmt: skip
+    assert_finished_once(client, "j1", 8)
+    assert progress_values(client, "j1") == list(range(0, 9)), client.report()
+    assert sum("connected to" in line for line in client.err) == 1, client.report()
+
+    # A late follower of the finished job gets its final state and the end at once.
+    late = run("progress_client.py", "--port", str(port), "--job", "j1")
+    assert_finished_once(late, "j1", 8)
+    assert progress_values(late, "j1") == [8]
+
+    server.signal(signal.SIGINT)  # Ctrl-C
+    assert server.wait() == 130
+    assert_clean(server)
+
+
+def test_progress_bar_continues_after_the_server_is_killed_mid_job(run, tmp_path):
+    server, port = start_progress_server(run, tmp_path)
+    client = run("progress_client.py", "--port", str(port), "--start", "--job", "j2", "--steps", "30",
+                 "--step-seconds", "0.08")  # fmt: skip
+    client.wait_for(r"^j2: ([5-9]|1\d)/30 ")
+    server.popen.kill()  # SIGKILL: no close frame, the worker thread dies mid-step
+    server.wait()
+    shown_before = progress_values(client, "j2")[-1]
+
+    server, _ = start_progress_server(run, tmp_path, port=str(port))
+    server.wait_for(r"resuming job j2 at \d+/30", stream="err")
+    assert_finished_once(client, "j2", 30)
+    values = progress_values(client, "j2")
+    after = values[values.index(shown_before) + 1 :]
+    assert after and after[0] >= shown_before, client.report()  # continued, did not start over
+    assert "resumed once" in client.out[-1]
+    assert any("connection lost" in line for line in client.err), client.report()
+    assert sum("connected to" in line for line in client.err) == 2, client.report()
+
+
+def test_progress_client_ctrl_c_leaves_the_job_running(run, tmp_path):
+    _, port = start_progress_server(run, tmp_path)
+    client = run("progress_client.py", "--port", str(port), "--start", "--job", "j3", "--steps", "100",
+                 "--step-seconds", "0.05")  # fmt: skip
+    client.wait_for(r"^j3: [1-9]\d*/100 ")
+    client.signal(signal.SIGINT)
+    assert client.wait() == 130, client.report()
+    assert_clean(client)
+    assert "--job j3" in client.err[-1]
+    follower = run("progress_client.py", "--port", str(port), "--job", "j3")
+    follower.wait_for(r"^j3: [1-9]\d*/100 ")
+    follower.signal(signal.SIGINT)
+    assert follower.wait() == 130
+
+
+def test_demo_runs_one_job_and_exits_0_by_itself(run):
+    demo = run("demo.py", "--steps", "10", "--step-seconds", "0.05")
+    assert demo.wait() == 0, demo.report()
+    assert_clean(demo)
+    assert demo.out[0].startswith("demo: server ws://127.0.0.1:")
+    assert "demo-download: done: downloaded 10 chunks (10.0 MiB)" in demo.out
+    assert demo.out[-1] == "demo: finished"
