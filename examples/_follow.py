@@ -6,7 +6,7 @@ Theory of operation
 the file it has open (``fstat`` taken when it was opened). Polling is deliberate: it works the
 same on every OS and filesystem (inotify does not see NFS or a container's bind mount), and one
 ``stat`` per interval costs nothing. All disk access runs in worker threads (``trio.Path`` and
-``trio.open_file``), so a slow disk never stalls the WebSocket traffic of the hub.
+``trio.to_thread``), so a slow disk never stalls the WebSocket traffic of the hub.
 
 On each poll, in this order:
 

@@ -15,9 +15,10 @@ connection from the last offset it delivered, so nothing is lost or repeated. A 
 server has a new hub with new epochs: the old offsets mean nothing there, and the subscription
 yields a ``ResetItem``. The server cannot remember what it sent before, but the file can:
 every line carries ``inode``, ``pos`` and ``end`` (its byte range in the file), and the restarted
-server has re-read the file's last lines from disk. So on a reset this client subscribes again
-with ``last=N`` and, while catching up, skips every line of the same inode that starts before
-the end of the last line it printed. The first line it does not skip ends the catch-up; from
+server has re-read the file's last lines from disk. So on a reset this client subscribes again,
+asking for all the lines the server kept (not just ``-n``), and, while catching up, skips every
+line of the same inode that starts before the end of the last line it printed. The first line
+it does not skip ends the catch-up; from
 there on it prints everything, as before.
 
 Limits, stated plainly: if more than the server's ``--history`` lines were written while it was
@@ -38,6 +39,9 @@ import trio
 from _states import log_state_changes
 
 from trioconn import Backoff, ClientState, EventItem, ResetItem, TrioconnError, connect
+
+#: ``last=`` after a reset: everything the server still has (it sends at most its history).
+CATCH_UP = 1_000_000
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -108,12 +112,14 @@ async def tail(args: argparse.Namespace) -> None:
         trio.open_nursery() as nursery,
     ):
         nursery.start_soon(log_state_changes, client, url, "tail")
+        last = args.lines
         while client.state is not ClientState.CLOSED:
-            async with client.subscribe(topic, last=args.lines) as sub:
+            async with client.subscribe(topic, last=last) as sub:
                 async for item in sub:
                     if isinstance(item, ResetItem):
                         printer.reset()
-                        break  # subscribe again, with last=N, to get the lines back
+                        last = CATCH_UP
+                        break  # subscribe again, asking for every line the server kept
                     if isinstance(item, EventItem):
                         printer.handle(item.data)
                 else:

@@ -164,14 +164,14 @@ def test_log_tail_follows_a_file_and_survives_a_server_restart(run, tmp_path):
     assert server.wait() == 0, server.report()
     assert_clean(server)
     client.wait_for("connection lost", stream="err")
-    append(log, "line 8", "line 9")  # written while no server runs
+    append(log, *(f"line {i}" for i in range(8, 13)))  # while no server runs; more than -n 3
     server = run("log_tail_server.py", str(log), "--port", str(port), "--history", "50", "--poll", "0.05")
     served_port(server)
-    client.wait_for("^line 9$")
-    append(log, "line 10")
-    client.wait_for("^line 10$")
+    client.wait_for("^line 12$")
+    append(log, "line 13")
+    client.wait_for("^line 13$")
 
-    assert client.out == [f"line {i}" for i in range(3, 11)], client.report()
+    assert client.out == [f"line {i}" for i in range(3, 14)], client.report()
     assert sum("connected to" in line for line in client.err) == 2, client.report()
 
     client.signal(signal.SIGINT)  # Ctrl-C
