@@ -36,6 +36,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import trio
+from _cli import run_program
 from _states import log_state_changes
 
 from trioconn import Backoff, ClientState, EventItem, ResetItem, TrioconnError, connect
@@ -131,16 +132,8 @@ async def tail(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-    status = 0
-    try:
-        trio.run(tail, args)
-    except* KeyboardInterrupt:
-        status = 130
-    except* TrioconnError as group:  # refused by the server, or it spoke another protocol
-        for exc in group.exceptions:
-            print(f"tail: {exc}", file=sys.stderr)
-        status = 1
-    return status
+    # TrioconnError: refused by the server, or it spoke another protocol
+    return run_program("tail", lambda: trio.run(tail, args), errors=(TrioconnError,))
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import trio
+from _cli import log_to_stderr, run_program
 from _follow import Line, Notice, follow
 
 import trioconn
@@ -137,20 +138,14 @@ async def serve(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S", stream=sys.stderr
+    log_to_stderr()
+    # OSError: a file that exists but cannot be read, a port in use …
+    return run_program(
+        "log_tail_server",
+        lambda: trio.run(serve, args),
+        errors=(OSError,),
+        interrupted="interrupted, stopped",
     )
-    status = 0
-    try:
-        trio.run(serve, args)
-    except* KeyboardInterrupt:
-        print("log_tail_server: interrupted, stopped", file=sys.stderr)
-        status = 130
-    except* OSError as group:  # a file that exists but cannot be read, a port in use …
-        for exc in group.exceptions:
-            print(f"log_tail_server: {exc}", file=sys.stderr)
-        status = 1
-    return status
 
 
 if __name__ == "__main__":

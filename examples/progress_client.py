@@ -41,6 +41,7 @@ from types import TracebackType
 from typing import Any, Self
 
 import trio
+from _cli import run_program
 from _states import log_state_changes
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn
 
@@ -165,22 +166,19 @@ async def follow(args: argparse.Namespace, display: PlainDisplay | BarDisplay) -
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    status = 0
     display = BarDisplay(args.job) if sys.stdout.isatty() else PlainDisplay(args.job)
-    try:
+
+    def run() -> int:
         with display:
-            status = trio.run(follow, args, display)
-    except* KeyboardInterrupt:
-        print(
-            f"progress: interrupted; the job goes on. Follow it again with: --job {args.job}",
-            file=sys.stderr,
-        )
-        status = 130
-    except* TrioconnError as group:  # refused by the server, or it spoke another protocol
-        for exc in group.exceptions:
-            print(f"progress: {exc}", file=sys.stderr)
-        status = 1
-    return status
+            return trio.run(follow, args, display)
+
+    # TrioconnError: refused by the server, or it spoke another protocol
+    return run_program(
+        "progress",
+        run,
+        errors=(TrioconnError,),
+        interrupted=f"interrupted; the job goes on. Follow it again with: --job {args.job}",
+    )
 
 
 if __name__ == "__main__":

@@ -55,6 +55,7 @@ from typing import Any
 
 import attrs
 import trio
+from _cli import log_to_stderr, run_program
 
 import trioconn
 from trioconn import EventItem, HandshakeRequest, HubThreadHandle, connect
@@ -293,20 +294,14 @@ async def stop_on_sigterm(hub: trioconn.Hub, scope: trio.CancelScope) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S", stream=sys.stderr
+    log_to_stderr()
+    # OSError: port in use, jobs directory not writable …
+    return run_program(
+        "progress_server",
+        lambda: trio.run(serve, args),
+        errors=(OSError,),
+        interrupted="interrupted, stopped",
     )
-    status = 0
-    try:
-        trio.run(serve, args)
-    except* KeyboardInterrupt:
-        print("progress_server: interrupted, stopped", file=sys.stderr)
-        status = 130
-    except* OSError as group:  # port in use, jobs directory not writable …
-        for exc in group.exceptions:
-            print(f"progress_server: {exc}", file=sys.stderr)
-        status = 1
-    return status
 
 
 if __name__ == "__main__":
