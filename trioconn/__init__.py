@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from ._backoff import Backoff as Backoff
 from ._backoff import BackoffPolicy as BackoffPolicy
+from ._broker import Broker as Broker
+from ._broker import MemoryBroker as MemoryBroker
 from ._client import Client as Client
 from ._client import ClientState as ClientState
 from ._client import ClientStatistics as ClientStatistics
@@ -47,6 +49,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "Backoff",
     "BackoffPolicy",
+    "Broker",
     "BrokerUnavailable",
     "Client",
     "ClientState",
@@ -64,6 +67,7 @@ __all__ = [
     "HubStatistics",
     "HubStopped",
     "HubThreadHandle",
+    "MemoryBroker",
     "ProtocolError",
     "ReconnectFailed",
     "ResetItem",

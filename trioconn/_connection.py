@@ -32,7 +32,7 @@ import attrs
 import trio
 import trio_websocket
 
-from ._exceptions import ProtocolError, TopicEnded
+from ._exceptions import BrokerUnavailable, ProtocolError, TopicEnded
 from ._outbox import Outbox
 from ._protocol import (
     Error,
@@ -123,6 +123,10 @@ class ServerConnection:
     def deliver_end(self, topic: str, encoded: str) -> None:
         self.subscriptions.discard(topic)
         self._queue(encoded)
+
+    def deliver_reset(self, topic: str, encoded: str) -> None:
+        self.outbox.put_control(topic, encoded)
+        self._has_work.set()
 
     def _queue(self, *frames: str) -> None:
         self.outbox.put_unbounded(list(frames))
@@ -254,11 +258,11 @@ class ServerConnection:
         if not await self._authorized(frame.topic, action):
             self._refuse(frame, ErrorCode.FORBIDDEN, f"{action} not allowed on this topic")
         elif isinstance(frame, Subscribe):
-            self._subscribe(frame)
+            await self._subscribe(frame)
         else:
             await self._publish(frame)
 
-    def _subscribe(self, frame: Subscribe) -> None:
+    async def _subscribe(self, frame: Subscribe) -> None:
         if frame.topic in self.subscriptions:
             self._refuse(frame, ErrorCode.ALREADY_SUBSCRIBED, "already subscribed to this topic")
             return
@@ -269,6 +273,15 @@ class ServerConnection:
                 f"at most {self._config.max_subscriptions} subscriptions per connection",
             )
             return
+        broker = self.hub._broker
+        if not broker.ready(frame.topic):
+            # A shared broker must first load the topic into this hub's mirror. From here to
+            # the end, nothing awaits: the answer, the replay and the registration are one step.
+            try:
+                await broker.load(frame.topic)
+            except BrokerUnavailable as exc:
+                self._refuse(frame, ErrorCode.INTERNAL, str(exc))
+                return
         frames = self.hub._registry.subscribe(
             frame.topic,
             self,
@@ -290,6 +303,8 @@ class ServerConnection:
             self._refuse(frame, ErrorCode.TOPIC_ENDED, str(exc))
         except ValueError as exc:
             self._refuse(frame, ErrorCode.WRONG_KIND, str(exc))
+        except BrokerUnavailable as exc:
+            self._refuse(frame, ErrorCode.INTERNAL, str(exc))
         else:
             self._queue(Published(frame.topic, offset, frame.ref).to_json())
 

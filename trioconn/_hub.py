@@ -7,9 +7,12 @@ whose nursery lives inside the serving task, so cancelling ``serve`` ends every 
 sends 1001 on its way out). The handshake is where policy applies: origin, authentication and the
 connection limit are checked before any connection state exists.
 
-Publishing is synchronous underneath: ``publish_nowait`` writes to the topic registry, which
-encodes the event once and appends it to each subscriber's outbox. Publishers never wait for
-subscribers; a subscriber that cannot keep up is closed with 4001 and resumes from history.
+Publishing goes through the hub's ``Broker``. With the default ``MemoryBroker`` it is synchronous
+underneath: ``publish_nowait`` writes to the topic registry, which encodes the event once and
+appends it to each subscriber's outbox. Publishers never wait for subscribers; a subscriber that
+cannot keep up is closed with 4001 and resumes from history. With a shared broker (Redis, see
+``docs/scaling.md``) ``await publish`` stores the write there and the broker's task, which runs
+inside ``serve`` or ``running()``, applies every process's writes to this hub's registry.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ import math
 import secrets
 import urllib.parse
 from collections import Counter
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
+from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
 
@@ -28,10 +32,11 @@ import attrs
 import trio
 import trio_websocket
 
+from ._broker import Broker, MemoryBroker
 from ._connection import CLOSE_TIMEOUT, ConnectionStatistics, ServerConnection
 from ._exceptions import HandshakeRejected, HubStopped
 from ._threads import HubThreadHandle
-from ._topics import TopicKind, TopicRegistry, TopicStatistics
+from ._topics import Subscriber, TopicRegistry, TopicStatistics
 
 __all__ = ["HandshakeRequest", "Hub", "HubConfig", "HubStatistics"]
 
@@ -157,6 +162,9 @@ class Hub:
         authorize: ``(identity, topic, action) -> bool`` (sync or async), action being
             ``"subscribe"`` or ``"publish"``. Without it, subscribing is allowed and client
             publishing is refused.
+        broker: where topics are stored. The default ``MemoryBroker`` keeps them in this
+            process; ``trioconn.redis.RedisBroker(url)`` shares them between processes (its
+            background task runs inside ``serve`` or ``running()``). One broker per hub.
 
     Raises:
         ValueError, TypeError: a setting is invalid; the message says which and why.
@@ -180,6 +188,7 @@ class Hub:
         allowed_origins: Collection[str] | None = None,
         authenticate: Authenticate | None = None,
         authorize: Authorize | None = None,
+        broker: Broker | None = None,
     ) -> None:
         if isinstance(allowed_origins, str):
             raise TypeError("allowed_origins must be a collection of origins, not a single string")
@@ -201,6 +210,11 @@ class Hub:
             authorize=authorize,
         )
         self._registry = TopicRegistry(history_size=history_size, ended_retention=ended_retention)
+        if broker is not None and not isinstance(broker, Broker):
+            raise TypeError(f"broker must be a trioconn Broker, not {type(broker).__name__}")
+        self._broker: Broker = MemoryBroker() if broker is None else broker
+        self._broker.bind(self._registry, self._slow_consumer)
+        self._broker_running = False
         self._connections: dict[str, ServerConnection] = {}
         self._disconnects: Counter[str] = Counter()
         self._accepted = 0
@@ -253,9 +267,36 @@ class Hub:
         with trio.CancelScope() as scope:
             self._serve_scopes.add(scope)
             try:
-                await self._run_guarded(listen)
+                async with self.running():
+                    await self._run_guarded(listen)
             finally:
                 self._serve_scopes.discard(scope)
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Hub]:
+        """Run the broker's background task for the duration of the block.
+
+        ``serve`` does this by itself. Use it to publish through a shared broker without
+        serving (a process that only publishes), or around ``serve_stream``::
+
+            async with hub.running():
+                await hub.publish("jobs/42", {"pct": 10})
+
+        If the broker is already running (an enclosing ``running()`` or ``serve``), the block
+        just uses it. With the default ``MemoryBroker`` there is nothing to run.
+        """
+        self._check_running()
+        if self._broker_running:
+            yield self
+            return
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self._broker.run)
+            self._broker_running = True
+            try:
+                yield self
+            finally:
+                self._broker_running = False
+                nursery.cancel_scope.cancel()
 
     async def serve_stream(self, stream: trio.abc.Stream) -> None:
         """Serve one already-connected stream (e.g. one end of ``trio.testing.memory_stream_pair``).
@@ -388,13 +429,9 @@ class Hub:
         if self._stopping or self._stopped:
             raise HubStopped("the hub has been closed")
 
-    def _write(self, topic: str, kind: TopicKind, data: Any) -> int:
-        self._check_running()
-        offset, slow = self._registry.write(topic, kind, data, trio.current_time())
-        for sub in slow:
-            if isinstance(sub, ServerConnection):
-                sub.slow_consumer()
-        return offset
+    def _slow_consumer(self, sub: Subscriber) -> None:
+        if isinstance(sub, ServerConnection):
+            sub.slow_consumer()
 
     def publish_nowait(self, topic: str, data: Any) -> int:
         """Append ``data`` to stream topic ``topic`` and queue it for every subscriber.
@@ -409,13 +446,28 @@ class Hub:
             ValueError: invalid topic name, or ``topic`` is a state topic.
             TopicEnded: the topic has ended.
             HubStopped: the hub has been closed.
+            RuntimeError: the broker cannot write without waiting (``RedisBroker``): use
+                ``await publish``. There is deliberately no hidden queue that could lose writes.
         """
-        return self._write(topic, "stream", data)
+        self._check_running()
+        return self._broker.write_nowait(topic, "stream", data)
 
     async def publish(self, topic: str, data: Any) -> int:
-        """Like ``publish_nowait``; awaitable so that brokers with I/O fit the same call."""
-        await trio.lowlevel.checkpoint()
-        return self.publish_nowait(topic, data)
+        """Append ``data`` to stream topic ``topic``; returns the event's offset.
+
+        With the default broker this is ``publish_nowait`` after a checkpoint. With a shared
+        broker it returns once the write is stored there (it reaches this hub's subscribers, and
+        every other hub's, through the broker's task).
+
+        Raises:
+            BrokerUnavailable: the shared broker cannot be reached; nothing was published (if
+                the link failed after the request was sent, the outcome is unknown; the
+                message says so).
+            TypeError, ValueError, TopicEnded, HubStopped: as ``publish_nowait``.
+        """
+        self._check_running()
+        offset = await self._broker.write(topic, "stream", data)
+        return offset
 
     def set_state_nowait(self, topic: str, value: Any) -> int:
         """Set state topic ``topic`` to ``value``: new subscribers get it as their snapshot.
@@ -423,12 +475,13 @@ class Hub:
         A subscriber still holding an unsent older value gets only this one.
         Raises the same errors as ``publish_nowait``.
         """
-        return self._write(topic, "state", value)
+        self._check_running()
+        return self._broker.write_nowait(topic, "state", value)
 
     async def set_state(self, topic: str, value: Any) -> int:
-        """Like ``set_state_nowait``, awaitable."""
-        await trio.lowlevel.checkpoint()
-        return self.set_state_nowait(topic, value)
+        """Like ``set_state_nowait``, awaitable; raises the same errors as ``publish``."""
+        self._check_running()
+        return await self._broker.write(topic, "state", value)
 
     def end_nowait(self, topic: str) -> int:
         """End ``topic``: subscribers get ``end`` after what is queued; later ones get it at once.
@@ -436,12 +489,12 @@ class Hub:
         Idempotent. Returns the final offset.
         """
         self._check_running()
-        return self._registry.end(topic, trio.current_time())
+        return self._broker.end_nowait(topic)
 
     async def end(self, topic: str) -> int:
-        """Like ``end_nowait``, awaitable."""
-        await trio.lowlevel.checkpoint()
-        return self.end_nowait(topic)
+        """Like ``end_nowait``, awaitable; raises the same errors as ``publish``."""
+        self._check_running()
+        return await self._broker.end(topic)
 
     def from_thread(self) -> HubThreadHandle:
         """A handle that worker threads use to publish, set state and end topics.
