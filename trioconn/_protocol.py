@@ -534,7 +534,8 @@ def encode_event_json(topic: str, offset: int, data_json: str) -> str:
     Gives the same text as ``encode_event(topic, offset, json.loads(data_json))`` when
     ``data_json`` was made by ``dumps``, without decoding and encoding the data again.
     """
-    return '{"type":"event","topic":' + dumps(topic) + ',"offset":' + str(offset) + ',"data":' + data_json + "}"
+    head = '{"type":"event","topic":' + dumps(topic)
+    return head + ',"offset":' + str(offset) + ',"data":' + data_json + "}"
 
 
 def encode_batch(encoded_frames: Iterable[str]) -> str:

@@ -31,12 +31,14 @@ class HubThreadHandle:
         self._token = token
 
     def _call(self, fn: Callable[..., T], *args: Any) -> T:
-        return self._enter(trio.from_thread.run_sync, fn, *args)
+        result: T = self._enter(trio.from_thread.run_sync, fn, *args)
+        return result
 
     def _call_async(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-        return self._enter(trio.from_thread.run, fn, *args)
+        result: T = self._enter(trio.from_thread.run, fn, *args)
+        return result
 
-    def _enter(self, via: Callable[..., T], fn: Callable[..., Any], *args: Any) -> T:
+    def _enter(self, via: Callable[..., Any], fn: Callable[..., Any], *args: Any) -> Any:
         try:
             current = trio.lowlevel.current_trio_token()
         except RuntimeError:

@@ -211,9 +211,9 @@ class TopicRegistry:
         # topics somebody here follows: the broker has the rest.
         if topic.subscribers:
             return
-        if self.mirror or (topic.kind is None and not topic.ended):
-            if self._topics.get(topic.name) is topic:
-                del self._topics[topic.name]
+        unused = self.mirror or (topic.kind is None and not topic.ended)
+        if unused and self._topics.get(topic.name) is topic:
+            del self._topics[topic.name]
 
     def write(self, name: str, kind: TopicKind, data: Any, now: float) -> tuple[int, list[Subscriber]]:
         """Append one write to topic ``name``.
