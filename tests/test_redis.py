@@ -60,10 +60,12 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, *, persist: bool = False) -> None:
+        """Start; ``persist`` keeps every write in an fsync'ed append-only file across restarts."""
         assert REDIS_SERVER is not None
+        aof = ["--appendonly", "yes", "--appendfsync", "always"] if persist else ["--appendonly", "no"]
         self.proc = subprocess.Popen(
             [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-            + ["--appendonly", "yes" if persist else "no", "--dir", str(self.dir)],
+            + [*aof, "--dir", str(self.dir)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -228,6 +230,37 @@ async def test_a_client_moved_to_the_other_process_resumes_without_gap_or_duplic
 
 
 # -- faults ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("persist", [False, True], ids=["data-lost", "data-kept"])
+async def test_redis_killed_and_restarted_under_two_hub_processes(redis_server, persist):
+    """Clients stay connected; with the data kept they continue without gap, else get ``reset``."""
+    if persist:
+        redis_server.kill()
+        redis_server.start(persist=True)
+    async with AsyncExitStack() as stack:
+        ports = [await stack.enter_async_context(hub_process(redis_server.url)) for _ in range(2)]
+        clients = [await stack.enter_async_context(ws_client(port)) for port in ports]
+        answers = [await subscribe(client, "feed") for client in clients]
+        assert await publish_from_worker(redis_server.url, "feed", 3) == 3
+        with trio.fail_after(10):
+            for client in clients:
+                assert [(await client.recv())["offset"] for _ in range(3)] == [1, 2, 3]
+        redis_server.kill()
+        redis_server.start(persist=persist)
+        if not persist:  # every topic is gone: each subscriber is told, on its open connection
+            with trio.fail_after(10):
+                resets = [await client.recv() for client in clients]
+            for reset, answer in zip(resets, answers, strict=True):
+                assert reset["type"] == "reset" and reset["topic"] == "feed"
+                assert reset["offset"] == 0 and reset["epoch"] != answer["epoch"]
+        first = 1 if not persist else 4
+        # the worker may run before or after the hubs noticed; either way nothing is lost
+        with trio.fail_after(15):
+            assert await publish_from_worker(redis_server.url, "feed", 3) == first + 2
+            for client in clients:
+                frames = [await client.recv() for _ in range(3)]
+                assert [(f["type"], f["offset"]) for f in frames] == [("event", first + i) for i in range(3)]
 
 
 @asynccontextmanager
