@@ -9,12 +9,16 @@ import sys
 
 import trio
 
-from trioconn import Hub
+from trioconn import Backoff, Hub
 from trioconn.redis import RedisBroker
 
 
 async def main(url: str) -> None:
-    hub = Hub(broker=RedisBroker(url, timeout=2, reconnect_max=0.5, block=1), heartbeat_interval=5, heartbeat_timeout=15)
+    hub = Hub(
+        broker=RedisBroker(url, timeout=2, backoff=Backoff(base=0.05, cap=0.5), block=1),
+        heartbeat_interval=5,
+        heartbeat_timeout=15,
+    )
     async with trio.open_nursery() as nursery:
         port = await nursery.start(hub.serve, "127.0.0.1", 0)
         print(port, flush=True)

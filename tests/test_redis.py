@@ -23,7 +23,7 @@ import pytest
 import trio
 import trio_websocket
 
-from trioconn import BrokerUnavailable, Hub, TopicEnded
+from trioconn import Backoff, BrokerUnavailable, Hub, TopicEnded
 
 from .conftest import RawClient
 
@@ -32,7 +32,8 @@ pytestmark = [
     # coredis (6.9, connection/_base.py) gives every connection three anyio memory streams that
     # it never closes; a connection that fails while Redis is down is collected with them open.
     pytest.mark.filterwarnings(
-        r"ignore:Exception ignored in.*MemoryObject(Send|Receive)Stream:pytest.PytestUnraisableExceptionWarning"
+        r"ignore:Exception ignored in.*MemoryObject(Send|Receive)Stream"
+        ":pytest.PytestUnraisableExceptionWarning"
     ),
 ]
 
@@ -63,9 +64,9 @@ class RedisServer:
         """Start; ``persist`` keeps every write in an fsync'ed append-only file across restarts."""
         assert REDIS_SERVER is not None
         aof = ["--appendonly", "yes", "--appendfsync", "always"] if persist else ["--appendonly", "no"]
+        where = ["--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir)]
         self.proc = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-            + [*aof, "--dir", str(self.dir)],
+            [REDIS_SERVER, *where, "--save", "", *aof],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -165,7 +166,7 @@ async def subscribe(client: RawClient, topic: str, **extra) -> dict:
 async def eventually(predicate: Callable[[], bool], seconds: float = 10) -> None:
     """Wait, within a deadline, for a condition only observable by looking (another process)."""
     with trio.fail_after(seconds):
-        while not predicate():
+        while not predicate():  # noqa: ASYNC110 - state of a real socket/process, not a trio event
             await trio.sleep(0.01)
 
 
@@ -267,7 +268,7 @@ async def test_redis_killed_and_restarted_under_two_hub_processes(redis_server, 
 async def served_hub(url: str, **broker_options) -> AsyncIterator[tuple[Hub, int]]:
     from trioconn.redis import RedisBroker
 
-    options = {"timeout": 1, "reconnect_max": 0.2, "block": 0.5, **broker_options}
+    options = {"timeout": 1, "backoff": Backoff(base=0.05, cap=0.2), "block": 0.5, **broker_options}
     hub = Hub(broker=RedisBroker(url, **options))
     async with trio.open_nursery() as nursery:
         port = await nursery.start(hub.serve, "127.0.0.1", 0)
@@ -347,9 +348,11 @@ async def test_a_hub_cut_off_from_redis_delivers_what_it_missed_when_back(redis_
 def test_sync_publisher_says_clearly_when_redis_is_unreachable(redis_server):
     from trioconn.redis import SyncPublisher
 
-    with SyncPublisher(f"redis://127.0.0.1:{free_port()}/0", timeout=1) as pub:
-        with pytest.raises(BrokerUnavailable, match="unreachable"):
-            pub.publish("t", 1)
+    with (
+        SyncPublisher(f"redis://127.0.0.1:{free_port()}/0", timeout=1) as pub,
+        pytest.raises(BrokerUnavailable, match="unreachable"),
+    ):
+        pub.publish("t", 1)
     with SyncPublisher(redis_server.url) as pub:
         assert pub.publish("t", 1) == 1
         assert pub.end("t") == 1
@@ -380,10 +383,13 @@ class Proxy:
             return
         with trio.CancelScope() as scope:
             self.links.add(scope)
-            async with stream, await trio.open_tcp_stream("127.0.0.1", self.target) as upstream:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._pump, stream, upstream)
-                    nursery.start_soon(self._pump, upstream, stream)
+            async with (
+                stream,
+                await trio.open_tcp_stream("127.0.0.1", self.target) as upstream,
+                trio.open_nursery() as nursery,
+            ):
+                nursery.start_soon(self._pump, stream, upstream)
+                nursery.start_soon(self._pump, upstream, stream)
         self.links.discard(scope)
         await trio.aclose_forcefully(stream)
 

@@ -41,6 +41,7 @@ import trio
 from coredis.commands.script import Script
 from coredis.retry import NoRetryPolicy
 
+from ._backoff import Backoff, BackoffPolicy
 from ._broker import Broker
 from ._exceptions import BrokerUnavailable
 from ._protocol import validate_topic
@@ -90,7 +91,9 @@ class RedisBroker(Broker):
         firehose_size: about how many writes the firehose keeps (``MAXLEN ~``) for hubs that
             fall behind; a hub further behind resynchronises its topics instead.
         unwritten_ttl: seconds a topic that was subscribed to but never written lives in Redis.
-        reconnect_max: the longest pause between reconnection attempts, in seconds.
+        backoff: the pause between reconnection attempts (default: ``Backoff(base=0.1, cap=5)``,
+            exponential with full jitter). Its ``max_attempts`` is ignored: a hub never gives up
+            on Redis, it keeps serving its clients and retries.
         block: seconds one firehose read waits for new entries before asking again.
 
     Raises:
@@ -107,14 +110,13 @@ class RedisBroker(Broker):
         timeout: float = 5.0,
         firehose_size: int = 100_000,
         unwritten_ttl: float = 86_400.0,
-        reconnect_max: float = 5.0,
+        backoff: BackoffPolicy | None = None,
         block: float = 5.0,
     ) -> None:
         super().__init__()
         for name, value in (
             ("timeout", timeout),
             ("unwritten_ttl", unwritten_ttl),
-            ("reconnect_max", reconnect_max),
             ("block", block),
         ):
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
@@ -126,7 +128,8 @@ class RedisBroker(Broker):
         self._timeout = float(timeout)
         self._firehose_size = firehose_size
         self._unwritten_ttl = max(1, math.ceil(unwritten_ttl))
-        self._reconnect_max = float(reconnect_max)
+        self._backoff = Backoff(base=0.1, cap=5.0) if backoff is None else backoff
+        self._rng = random.Random()
         self._block = float(block)
         self._client: coredis.Redis[str] | None = None
         self._scripts: dict[str, Script[str]] = {}
@@ -172,7 +175,7 @@ class RedisBroker(Broker):
         position: str | None = None  # the last firehose entry applied
         seq: int | None = None
         resync = False
-        delay = 0.1
+        failures = 0
         lost_at: float | None = None
         while True:
             try:
@@ -194,8 +197,8 @@ class RedisBroker(Broker):
                     logger.warning("lost the redis link at %s (%s); reconnecting", self.url, exc)
                 self._connected = False
                 resync = True  # whatever was written meanwhile is in Redis, not in the firehose we saw
-                await trio.sleep(delay * random.uniform(0.5, 1.0))
-                delay = min(delay * 2, self._reconnect_max)
+                failures += 1
+                await trio.sleep(self._backoff.delay(failures, self._rng))
                 continue
             if not self._connected:
                 self._connected = True
@@ -205,7 +208,7 @@ class RedisBroker(Broker):
                     logger.warning(
                         "reconnected to redis at %s after %.1fs", self.url, trio.current_time() - lost_at
                     )
-                lost_at, delay = None, 0.1
+                lost_at, failures = None, 0
             stale: set[str] = set()
             for entry in (reply or {}).get(self._keys.firehose, ()):
                 position = str(entry.identifier)
@@ -338,4 +341,3 @@ class RedisBroker(Broker):
 
 def _kind(text: str) -> TopicKind:
     return "state" if text == "state" else "stream"
-

@@ -156,9 +156,7 @@ def parse_snapshot(name: str, reply: Sequence[Any]) -> TopicSnapshot:
     flat = [_text(item) for item in reply[0]]
     meta: Mapping[str, str] = dict(zip(flat[::2], flat[1::2], strict=True))
     kind = meta.get("kind")
-    history = [
-        (int(_text(entry_id).partition("-")[2]), _field(fields, "d")) for entry_id, fields in reply[1]
-    ]
+    history = [(int(_text(entry_id).partition("-")[2]), _field(fields, "d")) for entry_id, fields in reply[1]]
     history.reverse()
     return TopicSnapshot(
         name=name,
