@@ -230,6 +230,71 @@ async def test_a_client_moved_to_the_other_process_resumes_without_gap_or_duplic
     pub.close()
 
 
+async def test_subscribing_while_another_process_writes_joins_history_and_live_without_gap(redis_server):
+    """Each client is the first on its topic on hub B, so B loads the topic from Redis while
+    hub A keeps writing to it: the answer, the replay and the live events must join exactly."""
+    rounds, topics = 100, 10
+    async with served_hub(redis_server.url) as (hub_a, _), served_hub(redis_server.url) as (_, port_b):
+        started = [trio.Event() for _ in range(topics)]
+        results: dict[int, tuple[dict, list]] = {}
+
+        async def writer():
+            for r in range(rounds):
+                for j in range(topics):
+                    await hub_a.publish(f"race/{j}", r)
+                if r % (rounds // topics) == 0:
+                    started[r * topics // rounds].set()
+
+        async def reader(j):
+            await started[j].wait()
+            async with ws_client(port_b) as client:
+                answer = await subscribe(client, f"race/{j}", last=3)
+                frames = []
+                while not frames or frames[-1]["offset"] < rounds:
+                    frames.append(await client.recv())
+                results[j] = answer, frames
+
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(writer)
+                for j in range(topics):
+                    nursery.start_soon(reader, j)
+    for answer, frames in results.values():
+        first = answer["offset"] - answer["replayed"] + 1
+        assert [f["offset"] for f in frames] == list(range(first, rounds + 1))
+        assert all(f["data"] == f["offset"] - 1 for f in frames)
+
+
+async def test_in_process_threads_client_publish_state_and_end_go_through_redis(redis_server):
+    async with (
+        served_hub(redis_server.url, authorize=lambda identity, topic, action: True) as (hub, port),
+        ws_client(port) as client,
+    ):
+        await subscribe(client, "job")
+        await subscribe(client, "log")
+        handle = hub.from_thread()
+
+        def worker():
+            assert handle.set_state("job", {"pct": 50}) == 1
+            assert handle.publish("log", "x") == 1
+
+        await trio.to_thread.run_sync(worker)
+        await client.send({"type": "publish", "topic": "log", "data": "y", "ref": 7})
+        with trio.fail_after(5):
+            frames = [await client.recv() for _ in range(4)]
+        assert await hub.end("job") == 1
+        with trio.fail_after(5):
+            frames.append(await client.recv())
+        assert {"type": "published", "topic": "log", "offset": 2, "ref": 7} in frames
+        events = [(f["topic"], f["offset"], f["data"]) for f in frames if f["type"] == "event"]
+        assert events == [("job", 1, {"pct": 50}), ("log", 1, "x"), ("log", 2, "y")]
+        assert frames[-1] == {"type": "end", "topic": "job", "offset": 1}
+        with pytest.raises(TopicEnded):
+            await hub.set_state("job", 1)
+        with pytest.raises(ValueError, match="stream topic"):
+            await hub.set_state("log", 1)
+
+
 # -- faults ----------------------------------------------------------------------------------------
 
 
@@ -265,11 +330,11 @@ async def test_redis_killed_and_restarted_under_two_hub_processes(redis_server, 
 
 
 @asynccontextmanager
-async def served_hub(url: str, **broker_options) -> AsyncIterator[tuple[Hub, int]]:
+async def served_hub(url: str, **hub_options) -> AsyncIterator[tuple[Hub, int]]:
     from trioconn.redis import RedisBroker
 
-    options = {"timeout": 1, "backoff": Backoff(base=0.05, cap=0.2), "block": 0.5, **broker_options}
-    hub = Hub(broker=RedisBroker(url, **options))
+    broker = RedisBroker(url, timeout=1, backoff=Backoff(base=0.05, cap=0.2), block=0.5)
+    hub = Hub(broker=broker, **hub_options)
     async with trio.open_nursery() as nursery:
         port = await nursery.start(hub.serve, "127.0.0.1", 0)
         yield hub, port
