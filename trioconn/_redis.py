@@ -185,6 +185,14 @@ class RedisBroker(Broker):
                     count = await self._resync(list(self._mirrored()))
                     resync = False
                     logger.warning("resynchronised %d mirrored topic(s) from redis", count)
+                if not self._connected:  # the calls above went through: the link is up
+                    self._connected = True
+                    logger.info("following the redis firehose at %s", self.url)
+                    if lost_at is not None:
+                        self.reconnects += 1
+                        elapsed = trio.current_time() - lost_at
+                        logger.warning("reconnected to redis at %s after %.1fs", self.url, elapsed)
+                    lost_at, failures = None, 0
                 with trio.move_on_after(self._block + self._timeout) as scope:
                     reply = await client.xread(
                         {self._keys.firehose: position}, count=1000, block=int(self._block * 1000)
@@ -200,15 +208,6 @@ class RedisBroker(Broker):
                 failures += 1
                 await trio.sleep(self._backoff.delay(failures, self._rng))
                 continue
-            if not self._connected:
-                self._connected = True
-                logger.info("following the redis firehose at %s", self.url)
-                if lost_at is not None:
-                    self.reconnects += 1
-                    logger.warning(
-                        "reconnected to redis at %s after %.1fs", self.url, trio.current_time() - lost_at
-                    )
-                lost_at, failures = None, 0
             stale: set[str] = set()
             for entry in (reply or {}).get(self._keys.firehose, ()):
                 position = str(entry.identifier)
