@@ -5,7 +5,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import pytest
 import trio
 import trio.testing
 import trio_websocket
@@ -54,14 +53,17 @@ class RawClient:
 
 
 @asynccontextmanager
-async def memory_client(hub: Hub, path: str = "/", headers: list[tuple[bytes, bytes]] | None = None
-                        ) -> AsyncIterator[RawClient]:
-    """A RawClient connected to ``hub`` over an in-memory stream (works under MockClock)."""
-    client_stream, server_stream = trio.testing.memory_stream_pair()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(hub.serve_stream, server_stream)
+async def raw_client(
+    stream: trio.abc.Stream, path: str = "/", headers: list[tuple[bytes, bytes]] | None = None
+) -> AsyncIterator[RawClient]:
+    """A RawClient over ``stream``; closes the WebSocket and the stream when done.
+
+    The test owns the stream and closes it: trio-websocket's client leaves its socket to the
+    garbage collector when the server closes first, which ``filterwarnings = error`` reports.
+    """
+    async with stream, trio.open_nursery() as nursery:
         ws = await trio_websocket.wrap_client_stream(
-            nursery, client_stream, "localhost", path, extra_headers=headers
+            nursery, stream, "localhost", path, extra_headers=headers
         )
         try:
             yield RawClient(ws)
@@ -72,6 +74,21 @@ async def memory_client(hub: Hub, path: str = "/", headers: list[tuple[bytes, by
             nursery.cancel_scope.cancel()
 
 
-@pytest.fixture
-def hub() -> Hub:
-    return Hub()
+@asynccontextmanager
+async def memory_client(
+    hub: Hub, path: str = "/", headers: list[tuple[bytes, bytes]] | None = None
+) -> AsyncIterator[RawClient]:
+    """A RawClient connected to ``hub`` over an in-memory stream (works under MockClock)."""
+    client_stream, server_stream = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(hub.serve_stream, server_stream)
+        async with raw_client(client_stream, path, headers) as client:
+            yield client
+        nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def loopback_client(port: int, path: str = "/") -> AsyncIterator[RawClient]:
+    """A RawClient over a real TCP socket on 127.0.0.1."""
+    async with raw_client(await trio.open_tcp_stream("127.0.0.1", port), path) as client:
+        yield client

@@ -51,8 +51,14 @@ def test_fresh_subscribe_answers_subscribed_with_position():
     reg.write("t", "stream", "x", 0)
     (answer,) = frames(reg.subscribe("t", Sink(), now=0, ref=3))
     assert answer == {
-        "type": "subscribed", "topic": "t", "epoch": "e0", "offset": 1, "kind": "stream",
-        "replayed": 0, "ended": False, "ref": 3,
+        "type": "subscribed",
+        "topic": "t",
+        "epoch": "e0",
+        "offset": 1,
+        "kind": "stream",
+        "replayed": 0,
+        "ended": False,
+        "ref": 3,
     }
 
 
@@ -138,8 +144,11 @@ def test_end_releases_subscribers_and_late_subscribers_see_it_at_once():
     assert not reg.get("job").subscribers
     late = Sink()
     answer, end = frames(reg.subscribe("job", late, now=3))
-    assert answer["ended"] is True and answer["snapshot"] == "done" and end == {
-        "type": "end", "topic": "job", "offset": 1}
+    assert (
+        answer["ended"] is True
+        and answer["snapshot"] == "done"
+        and end == {"type": "end", "topic": "job", "offset": 1}
+    )
     assert late not in reg.get("job").subscribers
     with pytest.raises(TopicEnded):
         reg.write("job", "state", "again", 4)

@@ -6,6 +6,17 @@ reconnects and resumes. ``docs/`` holds the protocol and the reasons behind ever
 
 from __future__ import annotations
 
+from ._backoff import Backoff as Backoff
+from ._backoff import BackoffPolicy as BackoffPolicy
+from ._broker import Broker as Broker
+from ._broker import MemoryBroker as MemoryBroker
+from ._client import Client as Client
+from ._client import ClientState as ClientState
+from ._client import ClientStatistics as ClientStatistics
+from ._client import StateChange as StateChange
+from ._client import Transport as Transport
+from ._client import connect as connect
+from ._client import tcp_transport as tcp_transport
 from ._connection import ConnectionStatistics as ConnectionStatistics
 from ._exceptions import BrokerUnavailable as BrokerUnavailable
 from ._exceptions import ConnectionBroken as ConnectionBroken
@@ -25,18 +36,30 @@ from ._protocol import CLOSE_CODES as CLOSE_CODES
 from ._protocol import PROTOCOL_VERSION as PROTOCOL_VERSION
 from ._protocol import CloseAction as CloseAction
 from ._protocol import CloseCodeInfo as CloseCodeInfo
+from ._subscription import EventItem as EventItem
+from ._subscription import ResetItem as ResetItem
+from ._subscription import SnapshotItem as SnapshotItem
+from ._subscription import Subscription as Subscription
+from ._subscription import SubscriptionItem as SubscriptionItem
 from ._threads import HubThreadHandle as HubThreadHandle
 from ._topics import TopicStatistics as TopicStatistics
 
 __all__ = [
     "CLOSE_CODES",
     "PROTOCOL_VERSION",
+    "Backoff",
+    "BackoffPolicy",
+    "Broker",
     "BrokerUnavailable",
+    "Client",
+    "ClientState",
+    "ClientStatistics",
     "CloseAction",
     "CloseCodeInfo",
     "ConnectionBroken",
     "ConnectionClosed",
     "ConnectionStatistics",
+    "EventItem",
     "HandshakeRejected",
     "HandshakeRequest",
     "Hub",
@@ -44,10 +67,19 @@ __all__ = [
     "HubStatistics",
     "HubStopped",
     "HubThreadHandle",
+    "MemoryBroker",
     "ProtocolError",
     "ReconnectFailed",
+    "ResetItem",
     "ServerError",
+    "SnapshotItem",
+    "StateChange",
+    "Subscription",
+    "SubscriptionItem",
     "TopicEnded",
     "TopicStatistics",
+    "Transport",
     "TrioconnError",
+    "connect",
+    "tcp_transport",
 ]

@@ -12,8 +12,10 @@ hub and sends the close frame. Nothing about a connection outlives its nursery.
 - The **heartbeat** task queues a ``ping`` every ``interval`` inside a cancel scope whose deadline
   the receiver keeps moving; when it passes, the connection is closed with 4000.
 - The **sender** is the only task that writes to the socket. It takes whatever is queued and sends
-  it as one message (a ``batch`` if several). A send that takes longer than ``send_timeout`` (the
-  peer stopped reading and TCP is full), or an outbox overflow, closes the connection with 4001.
+  it as one message (a ``batch`` if several). An outbox overflow closes the connection with 4001.
+  A send that takes longer than ``send_timeout`` (the peer stopped reading and TCP is full) also
+  means a slow consumer, but a close frame cannot get through a full buffer: the socket is
+  closed and the client sees 1006, which it also answers by reconnecting and resuming.
 
 ``close(code, drain=True)`` lets the sender flush what is queued (bounded by ``drain_timeout``)
 before the close frame, so "work done" (1000) arrives after the last event.
@@ -30,7 +32,7 @@ import attrs
 import trio
 import trio_websocket
 
-from ._exceptions import ProtocolError, TopicEnded
+from ._exceptions import BrokerUnavailable, ProtocolError, TopicEnded
 from ._outbox import Outbox
 from ._protocol import (
     Error,
@@ -88,6 +90,8 @@ class ServerConnection:
         self.identity = identity
         self.remote = remote
         self.subscriptions: set[str] = set()
+        #: the connection sets it belongs to (the hub's, its serve call's); set by the hub
+        self.groups: tuple[Any, ...] = ()
         self._ws = ws
         self._config = hub.config
         self.outbox = Outbox(self._config.outbox_size)
@@ -95,6 +99,7 @@ class ServerConnection:
         self._scope = trio.CancelScope()
         self._alive = trio.CancelScope()
         self._draining = False
+        self._send_broken = False
         self.close_code: int | None = None
         self.close_reason = ""
         self.cause = ""
@@ -118,6 +123,10 @@ class ServerConnection:
     def deliver_end(self, topic: str, encoded: str) -> None:
         self.subscriptions.discard(topic)
         self._queue(encoded)
+
+    def deliver_reset(self, topic: str, encoded: str) -> None:
+        self.outbox.put_control(topic, encoded)
+        self._has_work.set()
 
     def _queue(self, *frames: str) -> None:
         self.outbox.put_unbounded(list(frames))
@@ -184,8 +193,12 @@ class ServerConnection:
         finally:
             if self.close_code is None:  # cancelled from outside: the hub is going away
                 self.close(1001, "server shutting down", "shutdown", drain=False)
-            self.hub._connection_closed(self)
-            with trio.CancelScope(shield=True, deadline=trio.current_time() + CLOSE_TIMEOUT):
+            self.hub._release_subscriptions(self)
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + CLOSE_TIMEOUT) as scope:
+                if self._send_broken:
+                    # A send was cancelled half-way: the stream can take no close frame. Closing
+                    # in a cancelled scope makes trio-websocket skip to closing the socket.
+                    scope.cancel()
                 await self._ws.aclose(self.close_code or 1001, self.close_reason)
             logger.info(
                 "connection %s closed: %s (code %s%s) after %.1fs",
@@ -195,6 +208,7 @@ class ServerConnection:
                 f", {self.close_reason}" if self.close_reason else "",
                 trio.current_time() - self.opened_at,
             )
+            self.hub._connection_finished(self)
 
     async def _receiver(self) -> None:
         timeout = self._config.heartbeat_timeout
@@ -244,11 +258,11 @@ class ServerConnection:
         if not await self._authorized(frame.topic, action):
             self._refuse(frame, ErrorCode.FORBIDDEN, f"{action} not allowed on this topic")
         elif isinstance(frame, Subscribe):
-            self._subscribe(frame)
+            await self._subscribe(frame)
         else:
             await self._publish(frame)
 
-    def _subscribe(self, frame: Subscribe) -> None:
+    async def _subscribe(self, frame: Subscribe) -> None:
         if frame.topic in self.subscriptions:
             self._refuse(frame, ErrorCode.ALREADY_SUBSCRIBED, "already subscribed to this topic")
             return
@@ -259,6 +273,15 @@ class ServerConnection:
                 f"at most {self._config.max_subscriptions} subscriptions per connection",
             )
             return
+        broker = self.hub._broker
+        if not broker.ready(frame.topic):
+            # A shared broker must first load the topic into this hub's mirror. From here to
+            # the end, nothing awaits: the answer, the replay and the registration are one step.
+            try:
+                await broker.load(frame.topic)
+            except BrokerUnavailable as exc:
+                self._refuse(frame, ErrorCode.INTERNAL, str(exc))
+                return
         frames = self.hub._registry.subscribe(
             frame.topic,
             self,
@@ -280,6 +303,8 @@ class ServerConnection:
             self._refuse(frame, ErrorCode.TOPIC_ENDED, str(exc))
         except ValueError as exc:
             self._refuse(frame, ErrorCode.WRONG_KIND, str(exc))
+        except BrokerUnavailable as exc:
+            self._refuse(frame, ErrorCode.INTERNAL, str(exc))
         else:
             self._queue(Published(frame.topic, offset, frame.ref).to_json())
 
@@ -306,6 +331,9 @@ class ServerConnection:
                 self._has_work = trio.Event()
             frames = self.outbox.take(config.max_batch_bytes)
             message = frames[0] if len(frames) == 1 else encode_batch(frames)
+            # Until the send completes the stream holds part of a frame: if this task is
+            # cancelled meanwhile (timeout, slow consumer, shutdown), no close frame may follow.
+            self._send_broken = True
             with trio.move_on_after(config.send_timeout) as scope:
                 try:
                     await self._ws.send_message(message)
@@ -316,6 +344,7 @@ class ServerConnection:
                 self._dropped += len(frames)
                 self.close(4001, "slow consumer: send timed out", "slow-consumer", drain=False)
                 return
+            self._send_broken = False
             self.messages_sent += 1
             self.frames_sent += len(frames)
 

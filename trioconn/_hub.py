@@ -7,9 +7,12 @@ whose nursery lives inside the serving task, so cancelling ``serve`` ends every 
 sends 1001 on its way out). The handshake is where policy applies: origin, authentication and the
 connection limit are checked before any connection state exists.
 
-Publishing is synchronous underneath: ``publish_nowait`` writes to the topic registry, which
-encodes the event once and appends it to each subscriber's outbox. Publishers never wait for
-subscribers; a subscriber that cannot keep up is closed with 4001 and resumes from history.
+Publishing goes through the hub's ``Broker``. With the default ``MemoryBroker`` it is synchronous
+underneath: ``publish_nowait`` writes to the topic registry, which encodes the event once and
+appends it to each subscriber's outbox. Publishers never wait for subscribers; a subscriber that
+cannot keep up is closed with 4001 and resumes from history. With a shared broker (Redis, see
+``docs/scaling.md``) ``await publish`` stores the write there and the broker's task, which runs
+inside ``serve`` or ``running()``, applies every process's writes to this hub's registry.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ import math
 import secrets
 import urllib.parse
 from collections import Counter
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
+from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
 
@@ -28,10 +32,11 @@ import attrs
 import trio
 import trio_websocket
 
+from ._broker import Broker, MemoryBroker
 from ._connection import CLOSE_TIMEOUT, ConnectionStatistics, ServerConnection
 from ._exceptions import HandshakeRejected, HubStopped
 from ._threads import HubThreadHandle
-from ._topics import TopicKind, TopicRegistry, TopicStatistics
+from ._topics import Subscriber, TopicRegistry, TopicStatistics
 
 __all__ = ["HandshakeRequest", "Hub", "HubConfig", "HubStatistics"]
 
@@ -157,6 +162,9 @@ class Hub:
         authorize: ``(identity, topic, action) -> bool`` (sync or async), action being
             ``"subscribe"`` or ``"publish"``. Without it, subscribing is allowed and client
             publishing is refused.
+        broker: where topics are stored. The default ``MemoryBroker`` keeps them in this
+            process; ``trioconn.redis.RedisBroker(url)`` shares them between processes (its
+            background task runs inside ``serve`` or ``running()``). One broker per hub.
 
     Raises:
         ValueError, TypeError: a setting is invalid; the message says which and why.
@@ -180,6 +188,7 @@ class Hub:
         allowed_origins: Collection[str] | None = None,
         authenticate: Authenticate | None = None,
         authorize: Authorize | None = None,
+        broker: Broker | None = None,
     ) -> None:
         if isinstance(allowed_origins, str):
             raise TypeError("allowed_origins must be a collection of origins, not a single string")
@@ -201,12 +210,16 @@ class Hub:
             authorize=authorize,
         )
         self._registry = TopicRegistry(history_size=history_size, ended_retention=ended_retention)
+        if broker is not None and not isinstance(broker, Broker):
+            raise TypeError(f"broker must be a trioconn Broker, not {type(broker).__name__}")
+        self._broker: Broker = MemoryBroker() if broker is None else broker
+        self._broker.bind(self._registry, self._slow_consumer)
+        self._broker_running = False
         self._connections: dict[str, ServerConnection] = {}
         self._disconnects: Counter[str] = Counter()
         self._accepted = 0
         self._serve_scopes: set[trio.CancelScope] = set()
-        self._idle = trio.Event()
-        self._idle.set()
+        self._all = _Group()
         self._stopping = False
         self._stopped = False
 
@@ -232,48 +245,113 @@ class Hub:
             raise ValueError(f"port must be an int from 0 to 65535, got {port!r}")
         self._check_running()
         config = self.config
+
+        async def listen(outer: trio.Nursery, handlers: trio.Nursery, group: _Group) -> None:
+            server = await outer.start(
+                partial(
+                    trio_websocket.serve_websocket,
+                    partial(self._handle_request, group=group),
+                    host,
+                    port,
+                    ssl_context,
+                    handler_nursery=handlers,
+                    max_message_size=config.max_frame_size,
+                    connect_timeout=config.handshake_timeout,
+                    disconnect_timeout=CLOSE_TIMEOUT,
+                )
+            )
+            logger.info("serving on %s:%d", host, server.port)
+            task_status.started(server.port)
+            await trio.sleep_forever()
+
         with trio.CancelScope() as scope:
             self._serve_scopes.add(scope)
             try:
-                async with trio.open_nursery() as nursery:
-                    server = await nursery.start(
-                        partial(
-                            trio_websocket.serve_websocket,
-                            self._handle_request,
-                            host,
-                            port,
-                            ssl_context,
-                            max_message_size=config.max_frame_size,
-                            connect_timeout=config.handshake_timeout,
-                            disconnect_timeout=CLOSE_TIMEOUT,
-                        )
-                    )
-                    logger.info("serving on %s:%d", host, server.port)
-                    task_status.started(server.port)
+                async with self.running():
+                    await self._run_guarded(listen)
             finally:
                 self._serve_scopes.discard(scope)
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Hub]:
+        """Run the broker's background task for the duration of the block.
+
+        ``serve`` does this by itself. Use it to publish through a shared broker without
+        serving (a process that only publishes), or around ``serve_stream``::
+
+            async with hub.running():
+                await hub.publish("jobs/42", {"pct": 10})
+
+        If the broker is already running (an enclosing ``running()`` or ``serve``), the block
+        just uses it. With the default ``MemoryBroker`` there is nothing to run.
+        """
+        self._check_running()
+        if self._broker_running:
+            yield self
+            return
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self._broker.run)
+            self._broker_running = True
+            try:
+                yield self
+            finally:
+                self._broker_running = False
+                nursery.cancel_scope.cancel()
 
     async def serve_stream(self, stream: trio.abc.Stream) -> None:
         """Serve one already-connected stream (e.g. one end of ``trio.testing.memory_stream_pair``).
 
         Returns when that connection has ended. This is what in-memory tests use: no sockets,
-        and it runs under ``trio.testing.MockClock``.
+        and it runs under ``trio.testing.MockClock``. Cancelling it closes with 1001.
         """
         self._check_running()
-        async with trio.open_nursery() as nursery:
-            try:
-                request = None
-                with trio.move_on_after(self.config.handshake_timeout):
-                    request = await trio_websocket.wrap_server_stream(
-                        nursery, stream, max_message_size=self.config.max_frame_size
-                    )
-                if request is not None:
-                    await self._handle_request(request)
-            finally:
-                nursery.cancel_scope.cancel()
-                await trio.aclose_forcefully(stream)
 
-    async def _handle_request(self, request: trio_websocket.WebSocketRequest) -> None:
+        async def one(outer: trio.Nursery, handlers: trio.Nursery, group: _Group) -> None:
+            done = trio.Event()
+
+            async def handle() -> None:
+                try:
+                    request = None
+                    with trio.move_on_after(self.config.handshake_timeout):
+                        request = await trio_websocket.wrap_server_stream(
+                            handlers, stream, max_message_size=self.config.max_frame_size
+                        )
+                    if request is not None:
+                        await self._handle_request(request, group=group)
+                finally:
+                    done.set()
+
+            handlers.start_soon(handle)
+            await done.wait()
+
+        try:
+            await self._run_guarded(one)
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    async def _run_guarded(
+        self, body: Callable[[trio.Nursery, trio.Nursery, _Group], Awaitable[None]]
+    ) -> None:
+        """Run ``body`` with a handler nursery that outside cancellation does not reach directly.
+
+        trio-websocket's reader task lives in the handler nursery; if a cancellation killed it,
+        no close handshake could complete and every connection would wait out its close
+        timeout. Instead, when ``body`` ends for any reason (cancellation included), the
+        connections it started are closed gracefully with 1001 — queued frames first, each
+        bounded by ``drain_timeout`` and the close timeout — and only then is the handler nursery
+        cancelled (which also ends handshakes still in progress).
+        """
+        group = _Group()
+        async with trio.open_nursery() as outer:
+            handlers, handlers_scope = await outer.start(_shielded_nursery)
+            try:
+                await body(outer, handlers, group)
+            finally:
+                with trio.CancelScope(shield=True):
+                    await group.close_all()
+                handlers_scope.cancel()
+
+    async def _handle_request(self, request: trio_websocket.WebSocketRequest, *, group: _Group) -> None:
         # Runs as trio-websocket's handler: an exception here would crash the whole server, so
         # everything but cancellation ends here, logged.
         try:
@@ -300,7 +378,9 @@ class Hub:
                 return
             conn = ServerConnection(self, ws, secrets.token_urlsafe(12), identity, info.remote)
             self._connections[conn.session] = conn
-            self._idle = trio.Event()
+            self._all.add(conn)
+            group.add(conn)
+            conn.groups = (self._all, group)
             self._accepted += 1
             logger.info("connection %s opened from %s", conn.session, info.remote)
             await conn.run()
@@ -330,15 +410,18 @@ class Hub:
             return None, (401, "unauthorized")
         return identity, None
 
-    def _connection_closed(self, conn: ServerConnection) -> None:
-        """Called once by each connection as it ends: the one place its traces are removed."""
+    def _release_subscriptions(self, conn: ServerConnection) -> None:
+        """Called once by each connection as it starts closing: nothing more is queued for it."""
         for topic in conn.subscriptions:
             self._registry.unsubscribe(topic, conn)
         conn.subscriptions.clear()
-        self._connections.pop(conn.session, None)
         self._disconnects[conn.cause] += 1
-        if not self._connections:
-            self._idle.set()
+
+    def _connection_finished(self, conn: ServerConnection) -> None:
+        """Called once by each connection when its close handshake is over (or timed out)."""
+        self._connections.pop(conn.session, None)
+        for group in conn.groups:
+            group.discard(conn)
 
     # -- publishing ----------------------------------------------------------------------------
 
@@ -346,13 +429,9 @@ class Hub:
         if self._stopping or self._stopped:
             raise HubStopped("the hub has been closed")
 
-    def _write(self, topic: str, kind: TopicKind, data: Any) -> int:
-        self._check_running()
-        offset, slow = self._registry.write(topic, kind, data, trio.current_time())
-        for sub in slow:
-            if isinstance(sub, ServerConnection):
-                sub.slow_consumer()
-        return offset
+    def _slow_consumer(self, sub: Subscriber) -> None:
+        if isinstance(sub, ServerConnection):
+            sub.slow_consumer()
 
     def publish_nowait(self, topic: str, data: Any) -> int:
         """Append ``data`` to stream topic ``topic`` and queue it for every subscriber.
@@ -367,13 +446,28 @@ class Hub:
             ValueError: invalid topic name, or ``topic`` is a state topic.
             TopicEnded: the topic has ended.
             HubStopped: the hub has been closed.
+            RuntimeError: the broker cannot write without waiting (``RedisBroker``): use
+                ``await publish``. There is deliberately no hidden queue that could lose writes.
         """
-        return self._write(topic, "stream", data)
+        self._check_running()
+        return self._broker.write_nowait(topic, "stream", data)
 
     async def publish(self, topic: str, data: Any) -> int:
-        """Like ``publish_nowait``; awaitable so that brokers with I/O fit the same call."""
-        await trio.lowlevel.checkpoint()
-        return self.publish_nowait(topic, data)
+        """Append ``data`` to stream topic ``topic``; returns the event's offset.
+
+        With the default broker this is ``publish_nowait`` after a checkpoint. With a shared
+        broker it returns once the write is stored there (it reaches this hub's subscribers, and
+        every other hub's, through the broker's task).
+
+        Raises:
+            BrokerUnavailable: the shared broker cannot be reached; nothing was published (if
+                the link failed after the request was sent, the outcome is unknown; the
+                message says so).
+            TypeError, ValueError, TopicEnded, HubStopped: as ``publish_nowait``.
+        """
+        self._check_running()
+        offset = await self._broker.write(topic, "stream", data)
+        return offset
 
     def set_state_nowait(self, topic: str, value: Any) -> int:
         """Set state topic ``topic`` to ``value``: new subscribers get it as their snapshot.
@@ -381,12 +475,13 @@ class Hub:
         A subscriber still holding an unsent older value gets only this one.
         Raises the same errors as ``publish_nowait``.
         """
-        return self._write(topic, "state", value)
+        self._check_running()
+        return self._broker.write_nowait(topic, "state", value)
 
     async def set_state(self, topic: str, value: Any) -> int:
-        """Like ``set_state_nowait``, awaitable."""
-        await trio.lowlevel.checkpoint()
-        return self.set_state_nowait(topic, value)
+        """Like ``set_state_nowait``, awaitable; raises the same errors as ``publish``."""
+        self._check_running()
+        return await self._broker.write(topic, "state", value)
 
     def end_nowait(self, topic: str) -> int:
         """End ``topic``: subscribers get ``end`` after what is queued; later ones get it at once.
@@ -394,12 +489,12 @@ class Hub:
         Idempotent. Returns the final offset.
         """
         self._check_running()
-        return self._registry.end(topic, trio.current_time())
+        return self._broker.end_nowait(topic)
 
     async def end(self, topic: str) -> int:
-        """Like ``end_nowait``, awaitable."""
-        await trio.lowlevel.checkpoint()
-        return self.end_nowait(topic)
+        """Like ``end_nowait``, awaitable; raises the same errors as ``publish``."""
+        self._check_running()
+        return await self._broker.end(topic)
 
     def from_thread(self) -> HubThreadHandle:
         """A handle that worker threads use to publish, set state and end topics.
@@ -441,13 +536,9 @@ class Hub:
         if self._stopped:
             return
         self._stopping = True
-        for conn in list(self._connections.values()):
-            conn.close(1001, "server shutting down", "shutdown", drain=True)
-        with trio.move_on_after(self.config.drain_timeout + CLOSE_TIMEOUT):
-            await self._idle.wait()
+        await self._all.close_all()
         for scope in list(self._serve_scopes):
             scope.cancel()
-        await self._idle.wait()
         self._stopped = True
         logger.info("hub closed")
 
@@ -462,6 +553,44 @@ class Hub:
         )
 
 
+class _Group:
+    """A set of connections (one ``serve`` call's, or the hub's) that can be closed together."""
+
+    def __init__(self) -> None:
+        self._members: set[ServerConnection] = set()
+        self._empty = trio.Event()
+        self._empty.set()
+
+    def add(self, conn: ServerConnection) -> None:
+        if not self._members:
+            self._empty = trio.Event()
+        self._members.add(conn)
+
+    def discard(self, conn: ServerConnection) -> None:
+        self._members.discard(conn)
+        if not self._members:
+            self._empty.set()
+
+    async def close_all(self) -> None:
+        """Close every member with 1001 after its queued frames; return when all have ended.
+
+        Bounded: each connection gives itself ``drain_timeout`` to flush and then the close
+        timeout for the handshake.
+        """
+        for conn in list(self._members):
+            conn.close(1001, "server shutting down", "shutdown", drain=True)
+        await self._empty.wait()
+
+
+async def _shielded_nursery(
+    *, task_status: trio.TaskStatus[tuple[trio.Nursery, trio.CancelScope]] = trio.TASK_STATUS_IGNORED
+) -> None:
+    with trio.CancelScope(shield=True) as scope:
+        async with trio.open_nursery() as nursery:
+            task_status.started((nursery, scope))
+            await trio.sleep_forever()
+
+
 def _handshake_info(request: trio_websocket.WebSocketRequest) -> HandshakeRequest:
     headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in request.headers}
     target = urllib.parse.urlsplit(request.path)
@@ -470,4 +599,6 @@ def _handshake_info(request: trio_websocket.WebSocketRequest) -> HandshakeReques
     auth = headers.get("authorization", "")
     if token is None and auth[:7].lower() == "bearer ":
         token = auth[7:].strip() or None
-    return HandshakeRequest(target.path or "/", query, headers, token, str(request.remote))
+    remote = request.remote
+    address = str(remote) if isinstance(remote, trio_websocket.Endpoint) else "in-memory"
+    return HandshakeRequest(target.path or "/", query, headers, token, address)

@@ -72,6 +72,15 @@ class Outbox:
         """
         self._queue.extend(frames)
 
+    def put_control(self, topic: str, frame: str) -> None:
+        """Queue a frame that changes ``topic``'s position (``reset``), unbounded like answers.
+
+        A state value queued before it stays before it; a value set afterwards gets a new slot
+        behind it, so no value of the new position overtakes the frame that announces it.
+        """
+        self._state_slots.pop(topic, None)
+        self._queue.append(frame)
+
     def take(self, max_bytes: int) -> list[str]:
         """Remove and return queued frames, oldest first, about ``max_bytes`` in all (at least one)."""
         frames: list[str] = []
@@ -80,7 +89,8 @@ class Outbox:
         while queue and (not frames or size < max_bytes):
             item = queue.popleft()
             if isinstance(item, _StateSlot):
-                del self._state_slots[item.topic]
+                if self._state_slots.get(item.topic) is item:
+                    del self._state_slots[item.topic]
                 item = item.encoded
             frames.append(item)
             size += len(item)

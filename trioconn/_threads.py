@@ -8,7 +8,7 @@ a slow client, and it raises as soon as the hub is gone instead of losing progre
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
@@ -31,6 +31,14 @@ class HubThreadHandle:
         self._token = token
 
     def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        result: T = self._enter(trio.from_thread.run_sync, fn, *args)
+        return result
+
+    def _call_async(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        result: T = self._enter(trio.from_thread.run, fn, *args)
+        return result
+
+    def _enter(self, via: Callable[..., Any], fn: Callable[..., Any], *args: Any) -> Any:
         try:
             current = trio.lowlevel.current_trio_token()
         except RuntimeError:
@@ -40,18 +48,27 @@ class HubThreadHandle:
                 "HubThreadHandle is for other threads; in trio code call the hub's *_nowait methods"
             )
         try:
-            return trio.from_thread.run_sync(fn, *args, trio_token=self._token)
+            return via(fn, *args, trio_token=self._token)
         except trio.RunFinishedError:
             raise HubStopped("the trio run that hosted the hub has finished") from None
 
     def publish(self, topic: str, data: Any) -> int:
-        """Publish to a stream topic; returns the offset. See ``Hub.publish_nowait``."""
-        return self._call(self._hub.publish_nowait, topic, data)
+        """Publish to a stream topic; returns the offset. See ``Hub.publish_nowait``.
+
+        With a shared broker this waits until the broker stored the write (``Hub.publish``).
+        """
+        if self._hub._broker.synchronous:
+            return self._call(self._hub.publish_nowait, topic, data)
+        return self._call_async(self._hub.publish, topic, data)
 
     def set_state(self, topic: str, value: Any) -> int:
         """Set a state topic's value; returns the offset. See ``Hub.set_state_nowait``."""
-        return self._call(self._hub.set_state_nowait, topic, value)
+        if self._hub._broker.synchronous:
+            return self._call(self._hub.set_state_nowait, topic, value)
+        return self._call_async(self._hub.set_state, topic, value)
 
     def end(self, topic: str) -> int:
         """End a topic; returns its final offset. See ``Hub.end_nowait``."""
-        return self._call(self._hub.end_nowait, topic)
+        if self._hub._broker.synchronous:
+            return self._call(self._hub.end_nowait, topic)
+        return self._call_async(self._hub.end, topic)

@@ -13,13 +13,25 @@ snapshot a subscriber receives at once). Subscribing is a single synchronous ste
 replay and registration happen with no await in between — so a subscriber sees neither a gap nor a
 duplicate between replay and live events.
 
-A subscriber is anything with ``deliver``/``deliver_end`` (the server connection's outbox). It
-returns False from ``deliver`` when it cannot keep up; the registry reports it to the caller and
-keeps going, so one slow subscriber never holds up the others.
+A subscriber is anything with ``deliver``/``deliver_end``/``deliver_reset`` (the server
+connection's outbox). It returns False from ``deliver`` when it cannot keep up; the registry
+reports it to the caller and keeps going, so one slow subscriber never holds up the others.
+
+Mirrors
+-------
+With a shared broker (Redis) the registry is a *mirror*: topics, epochs and offsets are decided by
+the broker, and the registry only applies what it is told. ``apply`` takes one write as the broker
+numbered it and refuses (``"gap"``/``"epoch"``) anything that does not follow the local copy by
+exactly one offset, so a lost write is noticed instead of skipped. ``sync`` brings a topic up to a
+``TopicSnapshot``: the missing events are delivered as live events when the snapshot's history
+covers them; otherwise the topic is replaced and its subscribers get a ``reset`` frame — an
+explicit "you missed something", never a silent gap. A mirror keeps only topics that have local
+subscribers; the others are dropped and loaded again when somebody subscribes.
 """
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -28,11 +40,22 @@ from typing import Any, Literal, Protocol, TypeAlias
 import attrs
 
 from ._exceptions import TopicEnded
-from ._protocol import End, Reset, Subscribed, encode_event, validate_topic
+from ._protocol import End, Reset, Subscribed, encode_event, encode_event_json, validate_topic
 
-__all__ = ["Subscriber", "Topic", "TopicKind", "TopicRegistry", "TopicStatistics"]
+__all__ = [
+    "Applied",
+    "Subscriber",
+    "Topic",
+    "TopicKind",
+    "TopicRegistry",
+    "TopicSnapshot",
+    "TopicStatistics",
+]
 
 TopicKind: TypeAlias = Literal["stream", "state"]
+#: What ``TopicRegistry.apply`` did with a write: applied, already had it, topic not mirrored, or
+#: the write does not follow the local copy (an offset is missing, or the epoch changed).
+Applied: TypeAlias = Literal["applied", "duplicate", "unknown", "gap", "epoch"]
 
 
 class Subscriber(Protocol):
@@ -43,6 +66,27 @@ class Subscriber(Protocol):
 
     def deliver_end(self, topic: str, encoded: str) -> None:
         """Queue the topic's ``end`` frame; the subscription is over."""
+
+    def deliver_reset(self, topic: str, encoded: str) -> None:
+        """Queue a ``reset`` frame: the topic's position moved and events were lost in between."""
+
+
+@attrs.frozen
+class TopicSnapshot:
+    """A topic as a shared broker holds it, for ``TopicRegistry.sync``.
+
+    Attributes:
+        history: the newest ``(offset, data_json)`` events of a stream topic, oldest first.
+        state_json: the current value of a state topic, as JSON text (None if never set).
+    """
+
+    name: str
+    epoch: str
+    offset: int
+    kind: TopicKind | None = None
+    state_json: str | None = None
+    ended: bool = False
+    history: tuple[tuple[int, str], ...] = ()
 
 
 @attrs.frozen
@@ -131,8 +175,10 @@ class TopicRegistry:
         epoch_factory: Callable[[], str] = new_epoch,
     ) -> None:
         self._topics: dict[str, Topic] = {}
-        self._history_size = history_size
-        self._ended_retention = ended_retention
+        self.history_size = self._history_size = history_size
+        self.ended_retention = self._ended_retention = ended_retention
+        #: True when a shared broker owns the topics and this registry only mirrors them.
+        self.mirror = False
         self._epoch_factory = epoch_factory
         self._ended: deque[Topic] = deque()
 
@@ -161,9 +207,13 @@ class TopicRegistry:
 
     def _forget_if_unused(self, topic: Topic) -> None:
         # A topic nobody wrote to and nobody follows carries no information: drop it, so that
-        # clients subscribing to made-up names cannot grow the registry.
-        if topic.kind is None and not topic.subscribers and not topic.ended:
-            self._topics.pop(topic.name, None)
+        # clients subscribing to made-up names cannot grow the registry. A mirror keeps only the
+        # topics somebody here follows: the broker has the rest.
+        if topic.subscribers:
+            return
+        unused = self.mirror or (topic.kind is None and not topic.ended)
+        if unused and self._topics.get(topic.name) is topic:
+            del self._topics[topic.name]
 
     def write(self, name: str, kind: TopicKind, data: Any, now: float) -> tuple[int, list[Subscriber]]:
         """Append one write to topic ``name``.
@@ -187,15 +237,136 @@ class TopicRegistry:
         except TypeError:
             self._forget_if_unused(topic)
             raise
+        offset = topic.offset + 1
+        return offset, self._append(topic, kind, offset, encoded, data)
+
+    @staticmethod
+    def _append(topic: Topic, kind: TopicKind, offset: int, encoded: str, data: Any) -> list[Subscriber]:
         topic.kind = kind
-        topic.offset += 1
+        topic.offset = offset
         state = kind == "state"
         if state:
             topic.state, topic.has_state = data, True
         else:
-            topic.history.append((topic.offset, encoded))
-        slow = [sub for sub in topic.subscribers if not sub.deliver(name, encoded, state=state)]
-        return topic.offset, slow
+            topic.history.append((offset, encoded))
+        name = topic.name
+        return [sub for sub in topic.subscribers if not sub.deliver(name, encoded, state=state)]
+
+    # -- mirroring a shared broker ---------------------------------------------------------------
+
+    def apply(
+        self, name: str, epoch: str, offset: int, kind: TopicKind, data_json: str
+    ) -> tuple[Applied, list[Subscriber]]:
+        """Apply one write numbered by the broker (``offset`` in ``epoch``) to a mirrored topic.
+
+        Returns:
+            What happened (see ``Applied``), and the subscribers that could not keep up.
+        """
+        topic = self._topics.get(name)
+        if topic is None:
+            return "unknown", []
+        if epoch != topic.epoch or topic.ended:
+            return "epoch", []
+        if offset <= topic.offset:
+            return "duplicate", []
+        if offset != topic.offset + 1 and kind == "stream":
+            return "gap", []  # a state topic only needs its latest value: jumping ahead is fine
+        data = json.loads(data_json) if kind == "state" else None
+        encoded = encode_event_json(name, offset, data_json)
+        return "applied", self._append(topic, kind, offset, encoded, data)
+
+    def apply_end(self, name: str, epoch: str, offset: int, now: float) -> Applied:
+        """Apply a broker's ``end`` of a mirrored topic at ``offset``."""
+        topic = self._topics.get(name)
+        if topic is None:
+            return "unknown"
+        if epoch != topic.epoch:
+            return "epoch"
+        if topic.ended:
+            return "duplicate"
+        if offset != topic.offset:
+            return "gap"
+        self.end(name, now)
+        return "applied"
+
+    def sync(self, snapshot: TopicSnapshot, now: float) -> list[Subscriber]:
+        """Bring topic ``snapshot.name`` up to ``snapshot``; install it if it is not mirrored.
+
+        Events the local copy lacks are delivered as live events when the snapshot's history
+        covers them; otherwise the topic is replaced and its subscribers get ``reset``.
+
+        Returns:
+            The subscribers that could not keep up.
+        """
+        name = snapshot.name
+        topic = self._topics.get(name)
+        if topic is None:
+            self._install(snapshot, now)
+            return []
+        if topic.epoch == snapshot.epoch and snapshot.offset >= topic.offset and not topic.ended:
+            slow = self._catch_up(topic, snapshot)
+            if slow is not None:
+                if snapshot.ended:
+                    self.end(name, now)
+                return slow
+        elif topic.epoch == snapshot.epoch and snapshot.offset == topic.offset:
+            return []  # ended here and there: nothing to do
+        subscribers = topic.subscribers
+        new = self._install(snapshot, now)
+        reset = Reset(
+            topic=name,
+            epoch=new.epoch,
+            offset=new.offset,
+            kind=new.kind,
+            snapshot=new.state,
+            has_snapshot=new.has_state,
+            ended=new.ended,
+        ).to_json()
+        for sub in subscribers:
+            sub.deliver_reset(name, reset)
+            if new.end_frame is not None:
+                sub.deliver_end(name, new.end_frame)
+            else:
+                new.subscribers[sub] = None
+        self._forget_if_unused(new)
+        return []
+
+    def _catch_up(self, topic: Topic, snapshot: TopicSnapshot) -> list[Subscriber] | None:
+        """Deliver what ``topic`` lacks from ``snapshot``; None if the history does not reach."""
+        missing = snapshot.offset - topic.offset
+        if missing == 0:
+            return []
+        if snapshot.kind == "state" and snapshot.state_json is not None:
+            encoded = encode_event_json(topic.name, snapshot.offset, snapshot.state_json)
+            return self._append(topic, "state", snapshot.offset, encoded, json.loads(snapshot.state_json))
+        events = [(offset, data) for offset, data in snapshot.history if offset > topic.offset]
+        if snapshot.kind != "stream" or len(events) != missing or events[0][0] != topic.offset + 1:
+            return None
+        slow: dict[Subscriber, None] = {}
+        for offset, data_json in events:
+            encoded = encode_event_json(topic.name, offset, data_json)
+            slow.update(dict.fromkeys(self._append(topic, "stream", offset, encoded, None)))
+        return list(slow)
+
+    def _install(self, snapshot: TopicSnapshot, now: float) -> Topic:
+        name = snapshot.name
+        topic = Topic(validate_topic(name), snapshot.epoch, self._history_size)
+        topic.kind, topic.offset = snapshot.kind, snapshot.offset
+        if snapshot.state_json is not None:
+            topic.state, topic.has_state = json.loads(snapshot.state_json), True
+        for offset, data_json in snapshot.history:
+            topic.history.append((offset, encode_event_json(name, offset, data_json)))
+        if snapshot.ended:
+            topic.ended_at = now
+            topic.end_frame = End(name, topic.offset).to_json()
+        self._topics[name] = topic
+        return topic
+
+    def drop(self, name: str) -> None:
+        """Forget topic ``name`` if nobody here follows it (a mirror that no longer needs it)."""
+        topic = self._topics.get(name)
+        if topic is not None:
+            self._forget_if_unused(topic)
 
     def end(self, name: str, now: float) -> int:
         """End topic ``name``: subscribers get ``end`` and are released. Idempotent.
@@ -212,6 +383,8 @@ class TopicRegistry:
         subscribers, topic.subscribers = list(topic.subscribers), {}
         for sub in subscribers:
             sub.deliver_end(name, topic.end_frame)
+        if self.mirror:
+            self._forget_if_unused(topic)
         return topic.offset
 
     def subscribe(
@@ -258,6 +431,8 @@ class TopicRegistry:
         ]
         if topic.end_frame is not None:
             frames.append(topic.end_frame)
+            if self.mirror:
+                self._forget_if_unused(topic)
         else:
             topic.subscribers[sub] = None
         return frames

@@ -1,0 +1,308 @@
+"""Run jobs in worker threads and push their progress to WebSocket clients.
+
+Run it::
+
+    python examples/progress_server.py --port 8765
+
+and start a job from another terminal with ``python examples/progress_client.py --start``.
+
+The jobs are plain synchronous code, the kind a Celery task or a ``ThreadPoolExecutor`` runs:
+``download()`` below "downloads" a file chunk by chunk, sleeping where real code would wait for
+the network. Each job runs in a worker thread (``trio.to_thread.run_sync``) and reports through
+the hub's thread-safe handle (``hub.from_thread()``) into the *state topic* ``job/<id>``: a
+client that subscribes, or comes back after a lost connection, gets the current value at once
+(the snapshot), not a replay of every step. When the job is finished its last state carries the
+result and the topic is *ended*; following clients see their subscription end normally.
+
+Starting a job
+--------------
+A client publishes ``{"start": "<id>", "steps": 40, "step_seconds": 0.1}`` to the stream topic
+``jobs/control`` (starting an id that exists already does nothing, so a retry is harmless). The
+hub only delivers publications to subscribers, so this server follows ``jobs/control`` itself,
+with a trioconn client connected to its own port. The ``authorize`` hook lets anyone publish to
+``jobs/control`` and nothing else, and lets only that internal client (which knows a token made
+at start-up) subscribe to it.
+
+Surviving a restart
+-------------------
+Jobs outlive the server process: each one checkpoints to a small JSON file in ``--jobs-dir``
+after every step, *before* reporting the step, so what a client has seen is never ahead of the
+file. A server started again on the same directory resumes unfinished jobs from their last
+checkpoint and re-publishes finished ones (result and end), so a client that lost its connection
+reconnects, gets a ``reset`` (a new server means new epochs) whose snapshot is the current
+value, and its bar continues from there. This is what happens to real workers (a deploy, a crash,
+the OOM killer), which is why the example restarts the *process* rather than only the listener.
+
+The first line on stdout is ``serving ws://HOST:PORT``. Ctrl-C or SIGTERM stops the server:
+running jobs stop at their next step and are resumed by the next start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import secrets
+import signal
+import sys
+import tempfile
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+from _cli import log_to_stderr, run_program
+
+import trioconn
+from trioconn import EventItem, HandshakeRequest, HubThreadHandle, connect
+
+logger = logging.getLogger("progress_server")
+
+CONTROL = "jobs/control"
+JOB_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+CHUNK_BYTES = 1024 * 1024
+RUNNER = "job-runner"
+
+
+def job_topic(job_id: str) -> str:
+    return f"job/{job_id}"
+
+
+# -- a job and its file -----------------------------------------------------------------------
+
+
+@attrs.define
+class Job:
+    """A job's durable state: what ``<jobs-dir>/<id>.json`` holds."""
+
+    id: str
+    total: int
+    step_seconds: float
+    done: int = 0
+    status: str = "running"  # running | done | failed
+    result: str | None = None
+    resumed: int = 0
+    path: Path = attrs.field(default=Path(), eq=False)
+
+    def state(self) -> dict[str, Any]:
+        """The value published on the job's state topic."""
+        return {
+            "job": self.id,
+            "status": self.status,
+            "done": self.done,
+            "total": self.total,
+            "result": self.result,
+        }
+
+    def save(self) -> None:
+        """Write the file atomically: a crash leaves the old version or the new one, whole."""
+        data = attrs.asdict(self, filter=lambda attribute, _: attribute.name != "path")
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data), encoding="utf-8")
+        os.replace(tmp, self.path)
+
+    @classmethod
+    def load(cls, path: Path) -> Job:
+        return cls(**json.loads(path.read_text(encoding="utf-8")), path=path)
+
+
+def download(job: Job, progress: HubThreadHandle, stop: threading.Event) -> None:
+    """The work: plain blocking code, as it would be in a Celery task.
+
+    ``stop.wait(seconds)`` is the "network wait"; it is an ordinary sleep that returns early
+    (True) when the server is shutting down, so the thread never outlives the server.
+    """
+    topic = job_topic(job.id)
+    job.save()
+    progress.set_state(topic, job.state())
+    while job.done < job.total:
+        if stop.wait(job.step_seconds):
+            logger.info("job %s paused at %d/%d (server stopping)", job.id, job.done, job.total)
+            return
+        job.done += 1
+        job.save()  # checkpoint first: a restarted server never goes back behind a client
+        progress.set_state(topic, job.state())
+    job.status = "done"
+    mib = job.total * CHUNK_BYTES / 2**20
+    resumed = {0: "", 1: ", resumed once"}.get(job.resumed, f", resumed {job.resumed} times")
+    job.result = f"downloaded {job.total} chunks ({mib:.1f} MiB){resumed}"
+    job.save()
+    progress.set_state(topic, job.state())
+    progress.end(topic)
+    logger.info("job %s done: %s", job.id, job.result)
+
+
+def load_jobs(jobs_dir: Path) -> list[Job]:
+    """Every readable job file in ``jobs_dir`` (blocking: run it in a thread)."""
+    jobs = []
+    for path in sorted(jobs_dir.glob("*.json")):
+        try:
+            jobs.append(Job.load(path))
+        except (OSError, ValueError, TypeError) as exc:
+            logger.warning("ignoring %s: %s", path, exc)
+    return jobs
+
+
+# -- running jobs -------------------------------------------------------------------------------
+
+
+class JobRunner:
+    """Starts jobs in worker threads and keeps their files in ``jobs_dir``."""
+
+    def __init__(self, hub: trioconn.Hub, jobs_dir: Path, nursery: trio.Nursery) -> None:
+        self.hub = hub
+        self.jobs_dir = jobs_dir
+        self.nursery = nursery
+        self.stop = threading.Event()
+        self.known: set[str] = set()
+
+    async def stop_threads_on_exit(self) -> None:
+        # Cancelling a task does not stop a thread; this tells the jobs to stop at their next
+        # step, so the server exits within one step_seconds.
+        try:
+            await trio.sleep_forever()
+        finally:
+            self.stop.set()
+
+    async def recover(self) -> None:
+        """Re-publish finished jobs and resume unfinished ones from their files."""
+        for job in await trio.to_thread.run_sync(load_jobs, self.jobs_dir):
+            self.known.add(job.id)
+            self.hub.set_state_nowait(job_topic(job.id), job.state())
+            if job.status == "running":
+                job.resumed += 1
+                logger.info("resuming job %s at %d/%d", job.id, job.done, job.total)
+                self._run(job)
+            else:
+                self.hub.end_nowait(job_topic(job.id))
+
+    def start(self, request: Any) -> None:
+        """Handle one publication on ``jobs/control``; invalid requests are logged and ignored."""
+        if not isinstance(request, dict):
+            logger.warning("ignoring control message %r", request)
+            return
+        job_id = request.get("start")
+        steps = request.get("steps", 40)
+        step_seconds = request.get("step_seconds", 0.1)
+        if not isinstance(job_id, str) or not JOB_ID.match(job_id):
+            logger.warning("ignoring start request with invalid job id %r", job_id)
+            return
+        if not isinstance(steps, int) or not 1 <= steps <= 100_000:
+            logger.warning("ignoring job %s: steps must be an int from 1 to 100000", job_id)
+            return
+        if not isinstance(step_seconds, int | float) or not 0 <= step_seconds <= 60:
+            logger.warning("ignoring job %s: step_seconds must be from 0 to 60", job_id)
+            return
+        if job_id in self.known:
+            logger.info("job %s exists already; not started again", job_id)
+            return
+        self.known.add(job_id)
+        job = Job(job_id, steps, float(step_seconds), path=self.jobs_dir / f"{job_id}.json")
+        logger.info("starting job %s: %d steps of %gs", job_id, steps, step_seconds)
+        self._run(job)
+
+    def _run(self, job: Job) -> None:
+        self.nursery.start_soon(self._thread, job)
+
+    async def _thread(self, job: Job) -> None:
+        try:
+            await trio.to_thread.run_sync(download, job, self.hub.from_thread(), self.stop)
+        except trioconn.HubStopped:
+            pass  # shutting down: the file keeps the job for the next start
+        except Exception as exc:
+            logger.exception("job %s failed", job.id)
+            job.status, job.result = "failed", f"{type(exc).__name__}: {exc}"
+            await trio.to_thread.run_sync(job.save)
+            self.hub.set_state_nowait(job_topic(job.id), job.state())
+            self.hub.end_nowait(job_topic(job.id))
+
+    async def follow_control(self, url: str, token: str) -> None:
+        """Follow ``jobs/control`` as a client of our own hub and start what is asked for."""
+
+        async def provide_token() -> str:
+            return token
+
+        # last=100: a request published before this subscription existed is not lost.
+        async with (
+            connect(url, token_provider=provide_token) as client,
+            client.subscribe(CONTROL, last=100) as requests,
+        ):
+            async for item in requests:
+                if isinstance(item, EventItem):
+                    self.start(item.data)
+
+
+# -- the server ---------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Run download-like jobs in worker threads and publish their progress.",
+        epilog=f"Start a job by publishing {{'start': ID}} to {CONTROL}, or with progress_client.py --start.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    parser.add_argument(
+        "--port", type=int, default=8765, help="port to listen on; 0 picks a free one (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--jobs-dir",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "trioconn-progress-jobs",
+        metavar="DIR",
+        help="where jobs are checkpointed; unfinished ones resume on start (default: %(default)s)",
+    )
+    return parser.parse_args(argv)
+
+
+async def serve(args: argparse.Namespace) -> None:
+    token = secrets.token_urlsafe(16)
+
+    def authenticate(request: HandshakeRequest) -> str:
+        return RUNNER if request.token == token else "client"
+
+    def authorize(identity: str, topic: str, action: str) -> bool:
+        if topic == CONTROL:
+            return action == "publish" or identity == RUNNER
+        return action == "subscribe"
+
+    await trio.Path(args.jobs_dir).mkdir(parents=True, exist_ok=True)
+    hub = trioconn.Hub(authenticate=authenticate, authorize=authorize)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(stop_on_sigterm, hub, nursery.cancel_scope)
+        runner = JobRunner(hub, args.jobs_dir, nursery)
+        nursery.start_soon(runner.stop_threads_on_exit)
+        await runner.recover()  # before serving: a returning client finds its job's state at once
+        port = await nursery.start(hub.serve, args.host, args.port)
+        local = "127.0.0.1" if args.host in ("0.0.0.0", "") else args.host
+        nursery.start_soon(runner.follow_control, f"ws://{local}:{port}/", token)
+        print(f"serving ws://{args.host}:{port}", flush=True)
+        print(f"  jobs in {args.jobs_dir}; start one: progress_client.py --port {port} --start", flush=True)
+
+
+async def stop_on_sigterm(hub: trioconn.Hub, scope: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM) as signals:
+        async for _ in signals:
+            logger.info("SIGTERM: closing connections (1001) and stopping")
+            await hub.aclose()
+            scope.cancel()
+            return
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    log_to_stderr()
+    # OSError: port in use, jobs directory not writable …
+    return run_program(
+        "progress_server",
+        lambda: trio.run(serve, args),
+        errors=(OSError,),
+        interrupted="interrupted, stopped",
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""The broker seam without Redis: mirror operations of the registry, and the hub's contract."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from trioconn import BrokerUnavailable, Hub, MemoryBroker
+from trioconn._outbox import Outbox
+from trioconn._protocol import encode_event, encode_event_json
+from trioconn._redis_scripts import parse_snapshot, write_result
+from trioconn._topics import TopicRegistry, TopicSnapshot
+
+from .test_topics import Sink
+
+
+class ResetSink(Sink):
+    def deliver_reset(self, topic, encoded):
+        self.frames.append(encoded)
+
+
+def mirror(history=5):
+    reg = TopicRegistry(history_size=history, ended_retention=60)
+    reg.mirror = True
+    return reg
+
+
+def snap(offset, epoch="e1", kind="stream", history=(), **extra):
+    return TopicSnapshot("t", epoch, offset, kind, history=tuple(history), **extra)
+
+
+def events(offsets):
+    return [(o, json.dumps(o)) for o in offsets]
+
+
+def test_event_encoded_around_broker_json_is_the_same_text():
+    for data in (1, "x", {"a": [1, None, "é"]}, None):
+        assert encode_event_json("t/é", 7, json.dumps(data, separators=(",", ":"))) == encode_event(
+            "t/é", 7, data
+        )
+
+
+def test_mirror_applies_writes_in_offset_order_and_flags_gaps_and_new_epochs():
+    reg, sub = mirror(), ResetSink()
+    reg.sync(snap(2, history=events([1, 2])), now=0)
+    reg.subscribe("t", sub, now=0)
+    assert reg.apply("t", "e1", 3, "stream", "3")[0] == "applied"
+    assert reg.apply("t", "e1", 3, "stream", "3")[0] == "duplicate"
+    assert reg.apply("t", "e1", 5, "stream", "5")[0] == "gap"
+    assert reg.apply("t", "e2", 4, "stream", "4")[0] == "epoch"
+    assert reg.apply("other", "e1", 1, "stream", "1")[0] == "unknown"
+    assert [f["offset"] for f in sub.decoded()] == [3]
+
+
+def test_state_topic_may_jump_ahead_only_its_latest_value_matters():
+    reg, sub = mirror(), ResetSink()
+    reg.sync(snap(1, kind="state", state_json="1"), now=0)
+    reg.subscribe("t", sub, now=0)
+    assert reg.apply("t", "e1", 4, "state", '{"pct":40}')[0] == "applied"
+    assert sub.decoded()[-1] == {"type": "event", "topic": "t", "offset": 4, "data": {"pct": 40}}
+    assert reg.get("t").state == {"pct": 40}
+
+
+def test_sync_delivers_missed_events_when_the_history_reaches_back():
+    reg, sub = mirror(), ResetSink()
+    reg.sync(snap(2, history=events([1, 2])), now=0)
+    reg.subscribe("t", sub, now=0)
+    reg.sync(snap(5, history=events([1, 2, 3, 4, 5])), now=0)
+    assert [(f["type"], f["offset"]) for f in sub.decoded()] == [("event", 3), ("event", 4), ("event", 5)]
+
+
+def test_sync_sends_reset_when_the_history_no_longer_reaches_or_the_epoch_changed():
+    reg, sub = mirror(history=2), ResetSink()
+    reg.sync(snap(1, history=events([1])), now=0)
+    reg.subscribe("t", sub, now=0)
+    reg.sync(snap(9, history=events([8, 9])), now=0)  # 2..7 are gone
+    reset = sub.decoded()[-1]
+    assert reset["type"] == "reset" and reset["offset"] == 9 and reset["epoch"] == "e1" and "ref" not in reset
+    reg.sync(snap(0, epoch="e2", kind=None), now=0)  # Redis lost the topic
+    reset = sub.decoded()[-1]
+    assert (reset["type"], reset["epoch"], reset["offset"]) == ("reset", "e2", 0)
+    assert reg.apply("t", "e2", 1, "stream", '"new"')[0] == "applied"  # still subscribed
+    assert sub.decoded()[-1]["data"] == "new"
+
+
+def test_sync_of_an_ended_topic_ends_the_subscription_and_the_mirror_forgets_it():
+    reg, sub = mirror(), ResetSink()
+    reg.sync(snap(1, history=events([1])), now=0)
+    reg.subscribe("t", sub, now=0)
+    reg.sync(snap(1, history=events([1]), ended=True), now=0)
+    assert sub.decoded()[-1] == {"type": "end", "topic": "t", "offset": 1}
+    assert reg.get("t") is None
+
+
+def test_mirror_keeps_only_topics_somebody_here_follows():
+    reg, sub = mirror(), ResetSink()
+    reg.sync(snap(1, history=events([1])), now=0)
+    reg.subscribe("t", sub, now=0)
+    reg.unsubscribe("t", sub)
+    assert reg.get("t") is None
+    reg.sync(snap(1, history=events([1]), ended=True), now=0)
+    frames = [json.loads(f) for f in reg.subscribe("t", sub, now=0)]
+    assert [f["type"] for f in frames] == ["subscribed", "end"] and reg.get("t") is None
+
+
+def test_reset_is_not_overtaken_by_a_state_value_set_after_it():
+    box = Outbox(10)
+    box.put_state("t", "old")
+    box.put_control("t", "reset")
+    box.put_state("t", "new")
+    assert box.take(10**6) == ["old", "reset", "new"]
+
+
+def test_redis_replies_become_snapshots_and_errors_like_the_memory_hub():
+    reply = [
+        ["epoch", "ab", "offset", "3", "kind", "stream"],
+        [["0-3", ["d", "3"]], ["0-2", ["d", "2"]]],
+    ]
+    assert parse_snapshot("t", reply) == TopicSnapshot("t", "ab", 3, "stream", history=((2, "2"), (3, "3")))
+    assert write_result("t", "stream", ["ok", "ab", 4]) == 4
+    with pytest.raises(ValueError, match="is a state topic: use set_state"):
+        write_result("t", "stream", ["kind", "state"])
+
+
+def test_a_broker_serves_one_hub():
+    broker = MemoryBroker()
+    Hub(broker=broker)
+    with pytest.raises(RuntimeError, match="one hub"):
+        Hub(broker=broker)
+    with pytest.raises(TypeError, match="Broker"):
+        Hub(broker="redis://localhost")
+
+
+async def test_redis_hub_refuses_nowait_writes_and_publishing_before_it_runs():
+    from trioconn.redis import RedisBroker
+
+    hub = Hub(broker=RedisBroker("redis://127.0.0.1:1/0"))
+    with pytest.raises(RuntimeError, match=r"await hub\.publish"):
+        hub.publish_nowait("t", 1)
+    with pytest.raises(RuntimeError, match=r"await hub\.publish"):
+        hub.end_nowait("t")
+    with pytest.raises(BrokerUnavailable, match="not running"):
+        await hub.publish("t", 1)
+    with pytest.raises(TypeError, match="JSON"):
+        await hub.publish("t", object())
+
+
+def test_importing_trioconn_needs_neither_coredis_nor_redis():
+    code = "import sys, trioconn; print(sorted({'coredis', 'redis'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -1,0 +1,523 @@
+"""Several hub processes sharing topics through a real redis-server.
+
+Each test starts its own redis-server on a free port (``redis-server`` must be on PATH; the tests
+are skipped otherwise, or fail when ``TRIOCONN_REQUIRE_REDIS=1``). Hub processes are
+``tests/redis_hub.py``, the worker without trio is ``tests/redis_publish.py``; clients are plain
+trio-websocket connections speaking protocol v1. Everything runs on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+
+import pytest
+import trio
+import trio_websocket
+
+from trioconn import Backoff, BrokerUnavailable, Hub, TopicEnded
+
+from .conftest import RawClient
+
+pytestmark = [
+    pytest.mark.redis,
+    # coredis (6.9, connection/_base.py) gives every connection three anyio memory streams that
+    # it never closes; a connection that fails while Redis is down is collected with them open.
+    pytest.mark.filterwarnings(
+        r"ignore:Exception ignored in.*MemoryObject(Send|Receive)Stream"
+        ":pytest.PytestUnraisableExceptionWarning"
+    ),
+]
+
+ROOT = Path(__file__).resolve().parent.parent
+REDIS_SERVER = shutil.which("redis-server")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RedisServer:
+    """A redis-server of our own: started, killed (SIGKILL) and started again on the same port."""
+
+    def __init__(self, directory: Path) -> None:
+        assert REDIS_SERVER is not None
+        self.port = free_port()
+        self.dir = directory
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, *, persist: bool = False) -> None:
+        """Start; ``persist`` keeps every write in an fsync'ed append-only file across restarts."""
+        assert REDIS_SERVER is not None
+        aof = ["--appendonly", "yes", "--appendfsync", "always"] if persist else ["--appendonly", "no"]
+        where = ["--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir)]
+        self.proc = subprocess.Popen(
+            [REDIS_SERVER, *where, "--save", "", *aof],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while True:  # a condition with a deadline: the server answers PING
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError(f"redis-server did not start on port {self.port}")
+            time.sleep(0.02)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    if REDIS_SERVER is None:
+        reason = (
+            "redis-server is not on PATH (Debian: apt-get install redis-server); "
+            "set TRIOCONN_REQUIRE_REDIS=1 to make this a failure"
+        )
+        if os.environ.get("TRIOCONN_REQUIRE_REDIS") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+        # Collect coredis's unclosed streams (see pytestmark) here, where the filter applies,
+        # rather than at the end of the session.
+        gc.collect()
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def hub_process(url: str) -> AsyncIterator[int]:
+    """A ``tests/redis_hub.py`` process; yields its port and stops it by closing its stdin."""
+    proc = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "tests.redis_hub", url],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        line = b""
+        with trio.fail_after(15):
+            while not line.endswith(b"\n"):
+                chunk = await proc.stdout.receive_some()
+                assert chunk, "hub process exited before printing its port"
+                line += chunk
+        yield int(line)
+    finally:
+        with trio.CancelScope(shield=True):
+            await proc.stdin.aclose()
+            with trio.move_on_after(5):
+                await proc.wait()
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+
+
+async def publish_from_worker(url: str, topic: str, count: int) -> int:
+    """Run ``tests/redis_publish.py`` (SyncPublisher, no trio) and return the last offset."""
+    done = await trio.run_process(
+        [sys.executable, "-m", "tests.redis_publish", url, topic, str(count)],
+        cwd=ROOT,
+        capture_stdout=True,
+    )
+    return int(done.stdout)
+
+
+@asynccontextmanager
+async def ws_client(port: int) -> AsyncIterator[RawClient]:
+    async with trio_websocket.open_websocket("127.0.0.1", port, "/", use_ssl=False) as ws:
+        client = RawClient(ws)
+        assert (await client.recv())["type"] == "welcome"
+        yield client
+
+
+async def subscribe(client: RawClient, topic: str, **extra) -> dict:
+    await client.send({"type": "subscribe", "topic": topic, **extra})
+    frame = await client.recv()
+    assert frame["type"] in ("subscribed", "reset"), frame
+    return frame
+
+
+async def eventually(predicate: Callable[[], bool], seconds: float = 10) -> None:
+    """Wait, within a deadline, for a condition only observable by looking (another process)."""
+    with trio.fail_after(seconds):
+        while not predicate():  # noqa: ASYNC110 - state of a real socket/process, not a trio event
+            await trio.sleep(0.01)
+
+
+# -- several processes -------------------------------------------------------------------------------
+
+
+async def test_two_hub_processes_and_a_worker_every_client_sees_every_event_in_order(redis_server):
+    events = 300
+    async with AsyncExitStack() as stack:
+        ports = [await stack.enter_async_context(hub_process(redis_server.url)) for _ in range(2)]
+        clients = [await stack.enter_async_context(ws_client(port)) for port in ports for _ in range(2)]
+        answers = [await subscribe(client, "feed") for client in clients]
+        assert len({answer["epoch"] for answer in answers}) == 1  # one epoch, whichever process
+        for client in clients:
+            await subscribe(client, "feed/state")
+
+        received: list[dict] = [{} for _ in clients]
+        streams: list[list] = [[] for _ in clients]
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+
+                async def one(client, stream, other):
+                    while len(stream) < events or "state" not in other:
+                        frame = await client.recv()
+                        assert frame["type"] == "event", frame
+                        if frame["topic"] == "feed":
+                            stream.append((frame["offset"], frame["data"]["i"]))
+                        else:
+                            other["state"] = frame["data"]
+
+                for client, stream, other in zip(clients, streams, received, strict=True):
+                    nursery.start_soon(one, client, stream, other)
+                assert await publish_from_worker(redis_server.url, "feed", events) == events
+    for stream, other in zip(streams, received, strict=True):
+        assert stream == [(offset, offset - 1) for offset in range(1, events + 1)]
+        assert other["state"] == events
+
+
+async def test_a_client_moved_to_the_other_process_resumes_without_gap_or_duplicate(redis_server):
+    from trioconn.redis import SyncPublisher
+
+    pub = SyncPublisher(redis_server.url)
+    publish = trio.to_thread.run_sync
+    async with hub_process(redis_server.url) as port_a, hub_process(redis_server.url) as port_b:
+        async with ws_client(port_a) as client:
+            answer = await subscribe(client, "moving")
+            for i in range(1, 6):
+                await publish(pub.publish, "moving", i)
+            with trio.fail_after(10):
+                seen = [(await client.recv())["offset"] for _ in range(5)]
+            assert seen == [1, 2, 3, 4, 5]
+        for i in range(6, 11):  # published while the client is between processes
+            await publish(pub.publish, "moving", i)
+        async with ws_client(port_b) as client:
+            resumed = await subscribe(client, "moving", resume={"epoch": answer["epoch"], "offset": 5})
+            assert resumed["type"] == "subscribed" and resumed["replayed"] == 5
+            await publish(pub.publish, "moving", 11)
+            with trio.fail_after(10):
+                frames = [await client.recv() for _ in range(6)]
+            assert [(f["offset"], f["data"]) for f in frames] == [(i, i) for i in range(6, 12)]
+    pub.close()
+
+
+async def test_subscribing_while_another_process_writes_joins_history_and_live_without_gap(redis_server):
+    """Each client is the first on its topic on hub B, so B loads the topic from Redis while
+    hub A keeps writing to it: the answer, the replay and the live events must join exactly."""
+    rounds, topics = 100, 10
+    async with served_hub(redis_server.url) as (hub_a, _), served_hub(redis_server.url) as (_, port_b):
+        started = [trio.Event() for _ in range(topics)]
+        results: dict[int, tuple[dict, list]] = {}
+
+        async def writer():
+            for r in range(rounds):
+                for j in range(topics):
+                    await hub_a.publish(f"race/{j}", r)
+                if r % (rounds // topics) == 0:
+                    started[r * topics // rounds].set()
+
+        async def reader(j):
+            await started[j].wait()
+            async with ws_client(port_b) as client:
+                answer = await subscribe(client, f"race/{j}", last=3)
+                frames = []
+                while not frames or frames[-1]["offset"] < rounds:
+                    frames.append(await client.recv())
+                results[j] = answer, frames
+
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(writer)
+                for j in range(topics):
+                    nursery.start_soon(reader, j)
+    for answer, frames in results.values():
+        first = answer["offset"] - answer["replayed"] + 1
+        assert [f["offset"] for f in frames] == list(range(first, rounds + 1))
+        assert all(f["data"] == f["offset"] - 1 for f in frames)
+
+
+async def test_in_process_threads_client_publish_state_and_end_go_through_redis(redis_server):
+    async with (
+        served_hub(redis_server.url, authorize=lambda identity, topic, action: True) as (hub, port),
+        ws_client(port) as client,
+    ):
+        await subscribe(client, "job")
+        await subscribe(client, "log")
+        handle = hub.from_thread()
+
+        def worker():
+            assert handle.set_state("job", {"pct": 50}) == 1
+            assert handle.publish("log", "x") == 1
+
+        await trio.to_thread.run_sync(worker)
+        await client.send({"type": "publish", "topic": "log", "data": "y", "ref": 7})
+        with trio.fail_after(5):
+            frames = [await client.recv() for _ in range(4)]
+        assert await hub.end("job") == 1
+        with trio.fail_after(5):
+            frames.append(await client.recv())
+        assert {"type": "published", "topic": "log", "offset": 2, "ref": 7} in frames
+        events = [(f["topic"], f["offset"], f["data"]) for f in frames if f["type"] == "event"]
+        assert events == [("job", 1, {"pct": 50}), ("log", 1, "x"), ("log", 2, "y")]
+        assert frames[-1] == {"type": "end", "topic": "job", "offset": 1}
+        with pytest.raises(TopicEnded):
+            await hub.set_state("job", 1)
+        with pytest.raises(ValueError, match="stream topic"):
+            await hub.set_state("log", 1)
+
+
+# -- faults ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("persist", [False, True], ids=["data-lost", "data-kept"])
+async def test_redis_killed_and_restarted_under_two_hub_processes(redis_server, persist):
+    """Clients stay connected; with the data kept they continue without gap, else get ``reset``."""
+    if persist:
+        redis_server.kill()
+        redis_server.start(persist=True)
+    async with AsyncExitStack() as stack:
+        ports = [await stack.enter_async_context(hub_process(redis_server.url)) for _ in range(2)]
+        clients = [await stack.enter_async_context(ws_client(port)) for port in ports]
+        answers = [await subscribe(client, "feed") for client in clients]
+        assert await publish_from_worker(redis_server.url, "feed", 3) == 3
+        with trio.fail_after(10):
+            for client in clients:
+                assert [(await client.recv())["offset"] for _ in range(3)] == [1, 2, 3]
+        redis_server.kill()
+        redis_server.start(persist=persist)
+        if not persist:  # every topic is gone: each subscriber is told, on its open connection
+            with trio.fail_after(10):
+                resets = [await client.recv() for client in clients]
+            for reset, answer in zip(resets, answers, strict=True):
+                assert reset["type"] == "reset" and reset["topic"] == "feed"
+                assert reset["offset"] == 0 and reset["epoch"] != answer["epoch"]
+        first = 1 if not persist else 4
+        # the worker may run before or after the hubs noticed; either way nothing is lost
+        with trio.fail_after(15):
+            assert await publish_from_worker(redis_server.url, "feed", 3) == first + 2
+            for client in clients:
+                frames = [await client.recv() for _ in range(3)]
+                assert [(f["type"], f["offset"]) for f in frames] == [("event", first + i) for i in range(3)]
+
+
+@asynccontextmanager
+async def served_hub(url: str, **hub_options) -> AsyncIterator[tuple[Hub, int]]:
+    from trioconn.redis import RedisBroker
+
+    broker = RedisBroker(url, timeout=1, backoff=Backoff(base=0.05, cap=0.2), block=0.5)
+    hub = Hub(broker=broker, **hub_options)
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(hub.serve, "127.0.0.1", 0)
+        yield hub, port
+        nursery.cancel_scope.cancel()
+
+
+async def test_redis_restart_without_persistence_keeps_clients_and_sends_reset(redis_server, caplog):
+    caplog.set_level(logging.INFO, logger="trioconn")
+    async with served_hub(redis_server.url) as (hub, port), ws_client(port) as client:
+        broker = hub._broker
+        log = await subscribe(client, "log")
+        await subscribe(client, "job")
+        assert await hub.publish("log", "before") == 1
+        assert await hub.set_state("job", {"pct": 10}) == 1
+        with trio.fail_after(5):
+            assert {(await client.recv())["topic"] for _ in range(2)} == {"log", "job"}
+
+        redis_server.kill()
+        with pytest.raises(BrokerUnavailable, match="unreachable"):
+            await hub.publish("log", "lost")  # the publisher is told; nothing is claimed as sent
+        await eventually(lambda: not broker._connected)
+        # The WebSocket client is still served: a request gets its answer.
+        await client.send({"type": "unsubscribe", "topic": "nope", "ref": 1})
+        assert (await client.recv())["code"] == "not-subscribed"
+        # A topic this hub does not mirror cannot be loaded meanwhile: a clear error, not silence.
+        await client.send({"type": "subscribe", "topic": "new", "ref": 2})
+        error = await client.recv()
+        assert error["type"] == "error" and error["ref"] == 2 and "unreachable" in error["message"]
+
+        redis_server.start()  # empty: Redis lost every topic
+        with trio.fail_after(10):
+            resets = {(frame := await client.recv_type("reset"))["topic"]: frame for _ in range(2)}
+        assert resets["log"]["epoch"] != log["epoch"] and resets["log"]["offset"] == 0
+        assert resets["job"]["offset"] == 0 and "snapshot" not in resets["job"]
+        assert await hub.publish("log", "after") == 1
+        with trio.fail_after(5):
+            assert await client.recv() == {"type": "event", "topic": "log", "offset": 1, "data": "after"}
+        assert broker.reconnects == 1
+    text = caplog.text
+    assert "lost the redis link" in text and "reconnected to redis" in text
+
+
+async def test_a_hub_cut_off_from_redis_delivers_what_it_missed_when_back(redis_server, caplog):
+    """The link of one hub drops while Redis and other publishers go on: no reset, no gap."""
+    from trioconn.redis import SyncPublisher
+
+    caplog.set_level(logging.WARNING, logger="trioconn")
+    async with trio.open_nursery() as nursery:
+        proxy = Proxy(redis_server.port)
+        proxy_port = await nursery.start(proxy.serve)
+        pub = SyncPublisher(redis_server.url)
+        publish = trio.to_thread.run_sync
+        async with served_hub(f"redis://127.0.0.1:{proxy_port}/0") as (hub, port), ws_client(port) as client:
+            answer = await subscribe(client, "log")
+            for i in range(1, 4):
+                await publish(pub.publish, "log", i)
+            with trio.fail_after(5):
+                assert [(await client.recv())["offset"] for _ in range(3)] == [1, 2, 3]
+            proxy.cut()
+            await eventually(lambda: not hub._broker._connected)
+            for i in range(4, 7):  # Redis is fine; only this hub cannot see it
+                await publish(pub.publish, "log", i)
+            proxy.restore()
+            await publish(pub.publish, "log", 7)
+            with trio.fail_after(10):
+                frames = [await client.recv() for _ in range(4)]
+            assert [(f["type"], f["offset"], f["data"]) for f in frames] == [
+                ("event", i, i) for i in range(4, 8)
+            ]
+            assert hub.statistics().topics["log"].epoch == answer["epoch"]
+        pub.close()
+        nursery.cancel_scope.cancel()
+    assert "lost the redis link" in caplog.text
+
+
+async def test_the_trioconn_client_sees_a_reset_on_its_live_subscription(redis_server):
+    from trioconn import EventItem, ResetItem, connect
+
+    # last=5: the event is replayed if it is published before the subscribe is answered
+    async with (
+        served_hub(redis_server.url) as (hub, port),
+        connect(f"ws://127.0.0.1:{port}/") as client,
+        client.subscribe("log", last=5) as sub,
+    ):
+        await hub.publish("log", 1)
+        with trio.fail_after(5):
+            first = await sub.__anext__()
+        assert isinstance(first, EventItem) and first.offset == 1
+        redis_server.kill()
+        redis_server.start()
+        with trio.fail_after(10):
+            reset = await sub.__anext__()
+        assert isinstance(reset, ResetItem)
+        assert (reset.previous_epoch, reset.previous_offset) == (first.epoch, 1)
+        assert reset.epoch != first.epoch and reset.offset == 0
+        await hub.publish("log", 2)
+        with trio.fail_after(5):
+            after = await sub.__anext__()
+        assert (after.epoch, after.offset, after.data) == (reset.epoch, 1, 2)
+
+
+async def test_a_hub_serves_its_clients_while_redis_is_unreachable_from_the_start(redis_server):
+    redis_server.kill()
+    async with served_hub(redis_server.url) as (hub, port), ws_client(port) as client:
+        await client.send({"type": "subscribe", "topic": "t", "ref": 1})
+        error = await client.recv()
+        assert error["type"] == "error" and error["code"] == "internal" and "unreachable" in error["message"]
+        with pytest.raises(BrokerUnavailable):
+            await hub.publish("t", 1)
+        redis_server.start()
+        await eventually(lambda: hub._broker._connected)  # the follower found Redis by itself
+        answer = await subscribe(client, "t", ref=2)
+        assert answer["ref"] == 2
+        assert await hub.publish("t", "ok") == 1
+        with trio.fail_after(5):
+            assert (await client.recv())["data"] == "ok"
+
+
+def test_sync_publisher_says_clearly_when_redis_is_unreachable(redis_server):
+    from trioconn.redis import SyncPublisher
+
+    with (
+        SyncPublisher(f"redis://127.0.0.1:{free_port()}/0", timeout=1) as pub,
+        pytest.raises(BrokerUnavailable, match="unreachable"),
+    ):
+        pub.publish("t", 1)
+    with SyncPublisher(redis_server.url) as pub:
+        assert pub.publish("t", 1) == 1
+        assert pub.end("t") == 1
+        with pytest.raises(TopicEnded):
+            pub.publish("t", 2)
+        assert pub.publish("x", 1) == 1
+        with pytest.raises(ValueError, match="stream topic"):
+            pub.set_state("x", 2)
+
+
+class Proxy:
+    """A TCP relay to Redis that the test can cut (every link dropped, new ones refused)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target = target_port
+        self.links: set[trio.CancelScope] = set()
+        self.open = True
+
+    async def serve(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+            task_status.started(listeners[0].socket.getsockname()[1])
+            await trio.serve_listeners(self._relay, listeners, handler_nursery=nursery)
+
+    async def _relay(self, stream: trio.SocketStream) -> None:
+        if not self.open:
+            await stream.aclose()
+            return
+        with trio.CancelScope() as scope:
+            self.links.add(scope)
+            async with (
+                stream,
+                await trio.open_tcp_stream("127.0.0.1", self.target) as upstream,
+                trio.open_nursery() as nursery,
+            ):
+                nursery.start_soon(self._pump, stream, upstream)
+                nursery.start_soon(self._pump, upstream, stream)
+        self.links.discard(scope)
+        await trio.aclose_forcefully(stream)
+
+    @staticmethod
+    async def _pump(source: trio.SocketStream, sink: trio.SocketStream) -> None:
+        try:
+            async for data in source:
+                await sink.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        await trio.aclose_forcefully(sink)
+
+    def cut(self) -> None:
+        self.open = False
+        for scope in self.links:
+            scope.cancel()
+
+    def restore(self) -> None:
+        self.open = True

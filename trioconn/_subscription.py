@@ -1,0 +1,280 @@
+"""A client's subscription to one topic: resume position, de-duplication, and its item queue.
+
+Theory of operation
+-------------------
+A ``Subscription`` outlives connections. It remembers the ``epoch`` and the ``offset`` of the
+last item it queued for the consumer; after a reconnect the client re-sends ``subscribe`` with
+that resume point. The server answers ``subscribed`` (the events after the resume point follow:
+no gap) or ``reset`` (the resume point is gone: the consumer gets a ``ResetItem``, never a silent
+gap). On every connection the subscription ignores events until the answer to *this*
+connection's ``subscribe`` arrived (matched by ``ref``), and it drops any event whose offset is
+not beyond the last one queued in the same epoch, so a duplicate can never reach the consumer.
+
+The reader task of the connection pushes items into a bounded trio memory channel. When the
+consumer falls behind, the reader waits (backpressure reaches the server through TCP, and the
+server's slow-consumer policy takes over), so memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Any, Self, TypeAlias
+
+import attrs
+import trio
+
+from ._protocol import Event, Reset, Subscribe, Subscribed, validate_topic
+
+__all__ = ["EventItem", "ResetItem", "SnapshotItem", "Subscription", "SubscriptionItem"]
+
+
+@attrs.frozen
+class EventItem:
+    """One write to the topic.
+
+    Attributes:
+        topic: the topic name.
+        epoch: the topic lifetime the offset belongs to.
+        offset: position of the write (increases by one per write within an epoch; a state
+            topic may skip offsets when only the latest value matters).
+        data: the published JSON value.
+    """
+
+    topic: str
+    epoch: str
+    offset: int
+    data: Any
+
+
+@attrs.frozen
+class SnapshotItem:
+    """The current value of a state topic, delivered when the subscription starts.
+
+    Also delivered after a resume when the server caught the state up with its snapshot
+    instead of replaying every write.
+    """
+
+    topic: str
+    epoch: str
+    offset: int
+    value: Any
+
+
+@attrs.frozen
+class ResetItem:
+    """The resume point was lost (the server restarted or history no longer reaches back).
+
+    Events between ``previous_offset`` and ``offset`` are not available. The subscription
+    continues live from ``offset``; for a state topic ``snapshot`` is the current value.
+
+    Attributes:
+        topic: the topic name.
+        epoch: the new epoch.
+        offset: the topic's current offset; the next event has a larger one.
+        previous_epoch: the epoch of the last item before the reset.
+        previous_offset: the offset of the last item before the reset.
+        kind: ``"stream"``, ``"state"``, or None if nothing has been written yet.
+        snapshot: the current value of a state topic (see ``has_snapshot``).
+        has_snapshot: whether ``snapshot`` carries a value.
+    """
+
+    topic: str
+    epoch: str
+    offset: int
+    previous_epoch: str | None
+    previous_offset: int | None
+    kind: str | None = None
+    snapshot: Any = None
+    has_snapshot: bool = False
+
+
+SubscriptionItem: TypeAlias = EventItem | SnapshotItem | ResetItem
+
+
+class Subscription:
+    """A live subscription to one topic; iterate it with ``async for``.
+
+    Obtain one with ``client.subscribe(topic)`` and use it as an async context manager. Leaving
+    the block unsubscribes. Iteration yields ``EventItem``, ``SnapshotItem`` and ``ResetItem``
+    objects and ends normally when the topic ends or the client closes normally (code 1000).
+
+    Raises (from iteration):
+        ServerError: the server refused the subscription (e.g. ``forbidden``).
+    """
+
+    def __init__(
+        self,
+        topic: str,
+        *,
+        last: int | None,
+        buffer_size: int,
+        register: Callable[[Subscription], Awaitable[None]],
+        unregister: Callable[[Subscription], Awaitable[None]],
+    ) -> None:
+        self.topic = validate_topic(topic)
+        if last is not None:
+            if isinstance(last, bool) or not isinstance(last, int):
+                raise TypeError(f"last must be an int or None, not {type(last).__name__}")
+            if last < 0:
+                raise ValueError(f"last must be >= 0, got {last!r}")
+        if isinstance(buffer_size, bool) or not isinstance(buffer_size, int):
+            raise TypeError(f"buffer_size must be an int, not {type(buffer_size).__name__}")
+        if buffer_size < 1:
+            raise ValueError(f"buffer_size must be >= 1, got {buffer_size!r}")
+        self._last = last
+        self._register = register
+        self._unregister = unregister
+        self._send, self._receive = trio.open_memory_channel[SubscriptionItem](buffer_size)
+        self._entered = False
+        self._exited = False
+        #: the resume point: epoch and offset of the last item queued for the consumer.
+        self._epoch: str | None = None
+        self._offset: int | None = None
+        self._kind: str | None = None
+        #: ref of the ``subscribe`` sent on the current connection, and whether it was answered.
+        self._ref: int | None = None
+        self._answered = False
+        #: set when the subscription is over: None = normal end, else the error to raise.
+        self._finished = False
+        self._error: BaseException | None = None
+
+    # ---------------------------------------------------------------------------- public face
+
+    @property
+    def epoch(self) -> str | None:
+        """The epoch of the last queued item (None before the server answered)."""
+        return self._epoch
+
+    @property
+    def offset(self) -> int | None:
+        """The offset of the last queued item: the resume point."""
+        return self._offset
+
+    @property
+    def kind(self) -> str | None:
+        """``"stream"``, ``"state"`` or None (unknown, or nothing written yet)."""
+        return self._kind
+
+    async def __aenter__(self) -> Self:
+        if self._entered:
+            raise RuntimeError("a Subscription can be entered only once")
+        self._entered = True
+        await self._register(self)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Unsubscribe and stop iteration; safe to call twice."""
+        if self._exited:
+            return
+        self._exited = True
+        self._receive.close()
+        await self._unregister(self)
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> SubscriptionItem:
+        if not self._entered:
+            raise RuntimeError("use 'async with client.subscribe(topic) as sub:' before iterating")
+        try:
+            return await self._receive.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            if self._error is not None:
+                raise self._error from None
+            raise StopAsyncIteration from None
+
+    # ------------------------------------------------------- driven by the client's reader task
+
+    def _subscribe_frame(self, ref: int) -> Subscribe:
+        """The ``subscribe`` for a new connection: resume if we have a position, else ``last``."""
+        self._ref = ref
+        self._answered = False
+        if self._epoch is not None:
+            return Subscribe(self.topic, ref, epoch=self._epoch, offset=self._offset or 0)
+        return Subscribe(self.topic, ref, last=self._last)
+
+    def _matches(self, ref: object) -> bool:
+        return ref is None or ref == self._ref
+
+    def _on_answer(self, frame: Subscribed) -> list[SubscriptionItem]:
+        """Take the ``subscribed``/``reset`` answer; return the items to queue."""
+        items: list[SubscriptionItem] = []
+        previous_epoch, previous_offset = self._epoch, self._offset
+        self._answered = True
+        if frame.kind is not None:
+            self._kind = frame.kind
+        # The replayed events that follow carry offsets up to frame.offset.
+        start = max(frame.offset - frame.replayed, 0)
+        if isinstance(frame, Reset):
+            items.append(
+                ResetItem(
+                    frame.topic,
+                    frame.epoch,
+                    frame.offset,
+                    previous_epoch,
+                    previous_offset,
+                    frame.kind,
+                    frame.snapshot,
+                    frame.has_snapshot,
+                )
+            )
+            self._epoch, self._offset = frame.epoch, start
+            return items
+        if previous_epoch is not None and previous_epoch == frame.epoch:
+            # Resumed. A state topic is caught up by its snapshot rather than by replay.
+            position = previous_offset or 0
+            if frame.has_snapshot and frame.offset > position and frame.replayed == 0:
+                items.append(SnapshotItem(frame.topic, frame.epoch, frame.offset, frame.snapshot))
+                position = frame.offset
+            self._offset = position
+            return items
+        self._epoch, self._offset = frame.epoch, start
+        if frame.has_snapshot:
+            items.append(SnapshotItem(frame.topic, frame.epoch, frame.offset, frame.snapshot))
+            self._offset = max(start, frame.offset)
+        return items
+
+    def _on_event(self, frame: Event) -> EventItem | None:
+        """Return the item for ``frame``, or None to drop it (not answered yet, or a duplicate)."""
+        if not self._answered or self._epoch is None:
+            return None
+        if self._offset is not None and frame.offset <= self._offset:
+            return None
+        self._offset = frame.offset
+        return EventItem(frame.topic, self._epoch, frame.offset, frame.data)
+
+    def _send_nowait(self, item: SubscriptionItem) -> bool:
+        """Queue ``item`` without waiting; False if the buffer is full."""
+        try:
+            self._send.send_nowait(item)
+        except trio.WouldBlock:
+            return False
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the consumer left; the unsubscribe is on its way
+        return True
+
+    async def _send_item(self, item: SubscriptionItem) -> None:
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await self._send.send(item)  # the consumer left: drop
+
+    def _finish(self, error: BaseException | None = None) -> None:
+        """End iteration after the queued items: normally, or by raising ``error``."""
+        if self._finished:
+            return
+        self._finished = True
+        self._error = error
+        self._send.close()
+
+    @property
+    def _active(self) -> bool:
+        return not self._finished and not self._exited
