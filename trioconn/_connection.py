@@ -148,7 +148,7 @@ class ServerConnection:
         if not frames:
             return
         try:
-            writer.write_nowait(frame(frames[0] if len(frames) == 1 else encode_batch(frames)))
+            writer.write_nowait(frame(_message(frames)))
         except OSError:
             self._dropped += len(frames)
             self._peer_closed()
@@ -360,16 +360,15 @@ class ServerConnection:
                 self._peer_closed()
                 return
             frames = self.outbox.take(config.max_batch_bytes)
-            message = frames[0] if len(frames) == 1 else encode_batch(frames)
             # Until the send completes the stream holds part of a frame: if this task is
             # cancelled meanwhile (timeout, slow consumer, shutdown), no close frame may follow.
             self._send_broken = True
             with trio.move_on_after(config.send_timeout) as scope:
                 try:
-                    if writer is not None:
-                        await writer.send(frame(message) if frames else b"")
+                    if writer is not None:  # pending bytes first, then these frames
+                        await writer.send(frame(_message(frames)) if frames else b"")
                     else:
-                        await self._ws.send_message(message)
+                        await self._ws.send_message(_message(frames))
                 except (trio_websocket.ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
                     self._peer_closed()
                     return
@@ -397,6 +396,11 @@ class ServerConnection:
     def slow_consumer(self) -> None:
         """The outbox overflowed: close without draining so the client resumes from history."""
         self.close(4001, "slow consumer: outbox full", "slow-consumer", drain=False)
+
+
+def _message(frames: list[str]) -> str:
+    """One frame as itself, several as one ``batch``."""
+    return frames[0] if len(frames) == 1 else encode_batch(frames)
 
 
 def _ref(ref: object) -> str | int | None:
