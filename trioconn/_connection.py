@@ -83,6 +83,37 @@ class ConnectionStatistics:
 class ServerConnection:
     """A client connection of a hub. Created and run by ``Hub``; not public."""
 
+    __slots__ = (
+        "_alive",
+        "_config",
+        "_draining",
+        "_dropped",
+        "_has_work",
+        "_ping_id",
+        "_ping_sent_at",
+        "_scope",
+        "_send_broken",
+        "_writer",
+        "_ws",
+        "cause",
+        "close_code",
+        "close_reason",
+        "frames_sent",
+        "groups",
+        "hub",
+        "identity",
+        "last_seen",
+        "messages_sent",
+        "opened_at",
+        "outbox",
+        "pings_sent",
+        "pongs_seen",
+        "remote",
+        "rtt",
+        "session",
+        "subscriptions",
+    )
+
     def __init__(
         self, hub: Hub, ws: trio_websocket.WebSocketConnection, session: str, identity: Any, remote: str
     ) -> None:

@@ -34,6 +34,8 @@ class Outbox:
         max_events: how many frames may wait before the reader counts as slow.
     """
 
+    __slots__ = ("_max_events", "_queue", "_state_slots", "superseded")
+
     def __init__(self, max_events: int) -> None:
         self._queue: deque[str | _StateSlot] = deque()
         self._state_slots: dict[str, _StateSlot] = {}

@@ -55,6 +55,8 @@ def frame(message: str) -> bytes:
 class SocketWriter:
     """Writes frames to one TCP client, directly when possible. See the module docstring."""
 
+    __slots__ = ("_fd", "_lock", "_stream", "busy", "pending")
+
     def __init__(self, stream: trio.SocketStream, lock: trio.StrictFIFOLock) -> None:
         self._stream = stream
         self._lock = lock
