@@ -354,6 +354,10 @@ async def test_hub_close_sends_queued_events_then_1000(autojump_clock):
     assert not hub.close("no-such-session")
     with pytest.raises(ValueError, match="1000 or 3000-4999"):
         hub.close("x", code=1006)
+    with pytest.raises(ValueError, match="123 bytes"):
+        hub.close("x", reason="é" * 62)
+    with pytest.raises(TypeError, match="reason must be a str"):
+        hub.close("x", reason=None)
 
 
 @pytest.mark.parametrize("how", ["client-close", "reset"])

@@ -519,6 +519,8 @@ class Hub:
         """
         if isinstance(code, bool) or not isinstance(code, int) or not (code == 1000 or 3000 <= code <= 4999):
             raise ValueError(f"close code must be 1000 or 3000-4999, got {code!r}")
+        if not isinstance(reason, str):
+            raise TypeError(f"reason must be a str, not {type(reason).__name__}")
         if len(reason.encode()) > 123:
             raise ValueError("close reason must be at most 123 bytes in UTF-8")
         conn = self._connections.get(session)
