@@ -149,9 +149,10 @@ class Storm:
     def all_have(self, count: int) -> bool:
         return all(r.next_seq >= count for r in self.recs)
 
-    def report(self) -> dict[str, Any]:
+    def report(self, count: int = 0) -> dict[str, Any]:
         recs = self.recs
         return {
+            "short": sum(max(0, count - r.next_seq) for r in recs),
             "clients": len(recs),
             "events": sum(r.events for r in recs),
             "min_next_seq": min(r.next_seq for r in recs),
@@ -225,7 +226,7 @@ async def run(args: argparse.Namespace) -> None:
             elif kind == "wait":
                 count = int(cmd["count"])
                 await storm.wait_for(partial(storm.all_have, count), float(cmd["timeout"]), stall=10)
-                emit(storm.report())
+                emit(storm.report(count))
             elif kind == "stats":
                 emit(storm.report())
             elif kind == "quit":

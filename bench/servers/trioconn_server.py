@@ -5,9 +5,9 @@ all of that. Control commands on stdin are the same as for the baselines
 (``bench/servers/_trio_control.py``), plus four for the reconnect storm (trioconn only: the
 baselines have no resume protocol):
 
-* ``{"cmd": "pubstart", "topic", "rate", "size"}`` -> start publishing ``rate`` events/s in the
-  background (``data.seq`` from 0), on a fixed schedule, until ``pubstop`` -> ``{"t"}``.
-* ``{"cmd": "pubstop"}`` -> stop it -> ``{"published", "max_lag_ms"}``.
+* ``{"cmd": "pubstart", "topic", "rate", "size", "seq"}`` -> start publishing ``rate`` events/s
+  in the background (``data.seq`` from ``seq``), on a fixed schedule, until ``pubstop`` -> ``{"t"}``.
+* ``{"cmd": "pubstop"}`` -> stop it -> ``{"published", "next_seq", "max_lag_ms"}``.
 * ``{"cmd": "restart", "down"}`` -> cancel ``hub.serve`` (every client gets 1001), wait until it
   has returned, wait ``down`` s, serve again on the same port with the same ``Hub`` (topics,
   epochs and history stay) -> ``{"t_cancel", "t_stopped", "t_serving"}``.
@@ -78,18 +78,18 @@ class Server:
         async def run() -> None:
             t0 = trio.current_time()
             max_lag = 0.0
-            seq = 0
+            seq = first = int(cmd.get("seq", 0))
             with trio.CancelScope() as scope:
                 self.pub_scope = scope
                 try:
                     while True:
-                        due = t0 + seq / rate
+                        due = t0 + (seq - first) / rate
                         await trio.sleep_until(due)
                         max_lag = max(max_lag, trio.current_time() - due)
                         self.hub.publish_nowait(topic, make_data(seq, size))
                         seq += 1
                 finally:
-                    self.pub_result = {"published": seq, "max_lag_ms": max_lag * 1e3}
+                    self.pub_result = {"published": seq - first, "next_seq": seq, "max_lag_ms": max_lag * 1e3}
                     self.pub_done.set()
 
         self.nursery.start_soon(run)
