@@ -1,0 +1,112 @@
+"""Where an idle trioconn connection spends CPU and memory (evidence for docs/performance.md).
+
+This process runs a ``trioconn.Hub`` (heartbeat ``--interval`` s) on 127.0.0.1 and starts the
+picows load generator (``bench/loadgen.py``) with ``--conns`` subscribed, idle clients that
+answer every ping. Then, for ``--seconds``:
+
+* ``--mode cpu``: server CPU and pongs seen, so CPU per ping round trip (no profiler);
+* ``--mode profile``: the same under cProfile, top functions by ``tottime``;
+* ``--mode memory``: tracemalloc snapshot before the clients connect and after, the difference
+  per connection, grouped by file and by line.
+
+    python -m bench.profile_idle --mode cpu --conns 1000 --interval 1 --seconds 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import pstats
+import subprocess
+import sys
+import tracemalloc
+from functools import partial
+
+import trio
+
+import trioconn
+from bench.common import cpu_seconds, raise_nofile, rss_kib
+
+
+def pongs(hub: trioconn.Hub) -> int:
+    return sum(s.pongs_seen for s in hub.statistics().sessions)
+
+
+async def main(args: argparse.Namespace) -> None:
+    raise_nofile(args.conns + 1024)
+    if args.mode == "memory":
+        tracemalloc.start(args.frames)
+    hub = trioconn.Hub(heartbeat_interval=args.interval, heartbeat_timeout=max(3 * args.interval, 3.0))
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(hub.serve, "127.0.0.1", 0)
+        hub.publish_nowait("bench", {"seq": -1})  # the topic exists; nobody checks this event
+        await trio.sleep(0.5)
+        before = tracemalloc.take_snapshot() if args.mode == "memory" else None
+        rss0 = rss_kib()
+        argv = [sys.executable, "-m", "bench.loadgen", "--url", f"ws://127.0.0.1:{port}/"]
+        argv += ["--conns", str(args.conns), "--topic", "bench"]
+        popen = partial(subprocess.Popen, argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        gen = await trio.to_thread.run_sync(popen)
+        try:
+            assert gen.stdout is not None and gen.stdin is not None
+            ready = json.loads(await trio.to_thread.run_sync(gen.stdout.readline))
+            print(f"clients: {ready['subscribed']} subscribed in {ready['connect_s']:.1f} s", file=sys.stderr)
+            await trio.sleep(1.0)
+            if before is not None:
+                after = tracemalloc.take_snapshot()
+                report_memory(before, after, args.conns, rss_kib() - rss0)
+                return
+            prof = cProfile.Profile() if args.mode == "profile" else None
+            cpu0, p0, t0 = cpu_seconds(), pongs(hub), trio.current_time()
+            if prof is not None:
+                prof.enable()
+            await trio.sleep(args.seconds)
+            if prof is not None:
+                prof.disable()
+            cpu, n, wall = cpu_seconds() - cpu0, pongs(hub) - p0, trio.current_time() - t0
+            print(
+                f"{args.conns} connections, heartbeat {args.interval:g} s, {wall:.1f} s: "
+                f"server CPU {cpu:.2f} s "
+                f"({cpu / wall:.3f} cores), {n} pongs, {cpu / max(n, 1) * 1e6:.0f} us CPU per ping round trip"
+                + (" (under cProfile)" if prof else "")
+            )
+            if prof is not None:
+                out = io.StringIO()
+                pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(args.top)
+                print(out.getvalue())
+        finally:
+            if gen.stdin is not None:
+                gen.stdin.close()  # EOF: the generator closes its clients and exits
+            with trio.move_on_after(15):
+                await trio.to_thread.run_sync(gen.wait)
+            if gen.poll() is None:
+                gen.kill()
+            nursery.cancel_scope.cancel()
+
+
+def report_memory(before: tracemalloc.Snapshot, after: tracemalloc.Snapshot, n: int, rss: int) -> None:
+    """Python heap growth per connection, by file and by line (tracemalloc)."""
+    total = sum(s.size_diff for s in after.compare_to(before, "filename"))
+    heap = total / n / 1024
+    print(f"{n} connections: RSS +{rss / n:.1f} KiB/conn; Python heap (tracemalloc) +{heap:.1f} KiB/conn")
+    print("\nby file (bytes per connection):")
+    for stat in after.compare_to(before, "filename")[:15]:
+        frame = stat.traceback[0]
+        print(f"  {stat.size_diff / n:8.0f}  {stat.count_diff / n:6.1f} blocks  {frame.filename}")
+    print("\nby line (bytes per connection):")
+    for stat in after.compare_to(before, "lineno")[:25]:
+        frame = stat.traceback[0]
+        print(f"  {stat.size_diff / n:8.0f}  {frame.filename}:{frame.lineno}")
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--mode", choices=["cpu", "profile", "memory"], default="cpu")
+    p.add_argument("--conns", type=int, default=1000)
+    p.add_argument("--interval", type=float, default=1.0, help="heartbeat interval (s)")
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--top", type=int, default=30)
+    p.add_argument("--frames", type=int, default=1, help="tracemalloc frames per allocation")
+    trio.run(main, p.parse_args())
