@@ -43,6 +43,8 @@ SERVERS: dict[str, str] = {
     "trioconn": "bench.servers.trioconn_server",
 }
 REFERENCE = "raw-trio-websocket"
+#: Only trioconn has a resume protocol: the reconnect storm runs against it alone.
+STORM_SERVERS = ("trioconn",)
 TOPIC = "bench"
 
 Metrics = dict[str, Any]
@@ -533,7 +535,7 @@ def scenarios(bench: Bench, args: argparse.Namespace) -> list[Scenario]:
                 args.idle_runs,
             )
         )
-    if args.storm_clients and "trioconn" in args.servers:
+    if args.storm_clients and set(STORM_SERVERS) & set(args.servers):
         out.append(
             (
                 "storm",
@@ -624,6 +626,8 @@ def main(argv: list[str] | None = None) -> int:
     for key, title, run_one, columns, runs in scenarios(bench, args):
         results: dict[str, list[Metrics] | str] = {}
         for server in args.servers:
+            if key == "storm" and server not in STORM_SERVERS:
+                continue
             done: list[Metrics] = []
             for i in range(runs):
                 note(f"[{time.monotonic() - started:6.1f}s] {key} / {server} / run {i + 1}/{runs}")

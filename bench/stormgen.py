@@ -67,6 +67,7 @@ class Storm:
         self.consume_scopes: list[trio.CancelScope] = []
         self.started = trio.Semaphore(CONNECTING_AT_ONCE)
         self.ready = 0
+        self.failed_first = 0  # clients that failed for good before their first event
         self.all_ready = trio.Event()
         self.closed = 0
         self.all_closed = trio.Event()
@@ -96,7 +97,7 @@ class Storm:
                                     rec.attempts_first = client.statistics().attempts
                                     self.started.release()
                                     self.ready += 1
-                                    if self.ready == len(self.recs):
+                                    if self.ready + self.failed_first == len(self.recs):
                                         self.all_ready.set()
                             elif isinstance(item, trioconn.ResetItem):
                                 rec.resets += 1
@@ -107,6 +108,10 @@ class Storm:
         except Exception as exc:  # a client that fails for good is a result, not a crash
             rec.failed = repr(exc)
             self._error(f"client failed: {exc!r}"[:300])
+            if holding:
+                self.failed_first += 1
+                if self.ready + self.failed_first == len(self.recs):
+                    self.all_ready.set()
         finally:
             if holding:
                 self.started.release()
