@@ -1,4 +1,4 @@
-"""Where an idle trioconn connection spends CPU and memory (evidence for docs/performance.md).
+"""Where a trioconn Hub spends CPU and memory (evidence for docs/performance.md).
 
 This process runs a ``trioconn.Hub`` (heartbeat ``--interval`` s) on 127.0.0.1 and starts the
 picows load generator (``bench/loadgen.py``) with ``--conns`` subscribed, idle clients that
@@ -7,9 +7,12 @@ answer every ping. Then, for ``--seconds``:
 * ``--mode cpu``: server CPU and pongs seen, so CPU per ping round trip (no profiler);
 * ``--mode profile``: the same under cProfile, top functions by ``tottime``;
 * ``--mode memory``: tracemalloc snapshot before the clients connect and after, the difference
-  per connection, grouped by file and by line.
+  per connection, grouped by file and by line;
+* ``--mode burst``: publish ``--events`` events (~100 B, one checkpoint between events, as the
+  runner's burst) to the ``--conns`` subscribers under cProfile; CPU per delivered event.
 
-    python -m bench.profile_idle --mode cpu --conns 1000 --interval 1 --seconds 10
+    python -m bench.profile_server --mode cpu --conns 1000 --interval 1 --seconds 10
+    python -m bench.profile_server --mode burst --conns 1000 --events 200
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from functools import partial
 import trio
 
 import trioconn
-from bench.common import cpu_seconds, raise_nofile, rss_kib
+from bench.common import cpu_seconds, make_data, raise_nofile, rss_kib
 
 
 def pongs(hub: trioconn.Hub) -> int:
@@ -64,10 +67,26 @@ async def main(args: argparse.Namespace) -> None:
                 report_memory(before, after, args.conns, rss_kib() - rss0)
                 return
             # CPU time, not wall time: a write that wakes the generator must not count its run.
-            prof = cProfile.Profile(time.process_time) if args.mode == "profile" else None
+            profiled = args.mode == "profile" or (args.mode == "burst" and not args.plain)
+            prof = cProfile.Profile(time.process_time) if profiled else None
             cpu0, p0, t0 = cpu_seconds(), pongs(hub), trio.current_time()
             if prof is not None:
                 prof.enable()
+            if args.mode == "burst":
+                await burst(hub, args.events)
+                cpu = cpu_seconds() - cpu0
+                n = args.events * args.conns
+                each = cpu / n * 1e6
+                print(f"{args.events} events x {args.conns} subscribers: {each:.1f} us CPU/event")
+                if prof is None:
+                    return
+                prof.disable()
+                out = io.StringIO()
+                pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(args.top)
+                print(out.getvalue())
+                if args.dump:
+                    prof.dump_stats(args.dump)
+                return
             await trio.sleep(args.seconds)
             if prof is not None:
                 prof.disable()
@@ -94,6 +113,17 @@ async def main(args: argparse.Namespace) -> None:
             nursery.cancel_scope.cancel()
 
 
+async def burst(hub: trioconn.Hub, events: int) -> None:
+    """Publish like the runner's ``burst`` command, then wait until every outbox is empty."""
+    for seq in range(events):
+        hub.publish_nowait("bench", make_data(seq, 100))
+        await trio.lowlevel.checkpoint()
+    for _ in range(3000):  # at most 30 s
+        if not any(s.queued for s in hub.statistics().sessions):
+            return
+        await trio.sleep(0.01)
+
+
 def report_memory(before: tracemalloc.Snapshot, after: tracemalloc.Snapshot, n: int, rss: int) -> None:
     """Python heap growth per connection, by file and by line (tracemalloc)."""
     total = sum(s.size_diff for s in after.compare_to(before, "filename"))
@@ -111,11 +141,13 @@ def report_memory(before: tracemalloc.Snapshot, after: tracemalloc.Snapshot, n: 
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--mode", choices=["cpu", "profile", "memory"], default="cpu")
+    p.add_argument("--mode", choices=["cpu", "profile", "memory", "burst"], default="cpu")
+    p.add_argument("--events", type=int, default=200, help="events published in --mode burst")
     p.add_argument("--conns", type=int, default=1000)
     p.add_argument("--interval", type=float, default=1.0, help="heartbeat interval (s)")
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin to cores 0 and 1")
+    p.add_argument("--plain", action="store_true", help="--mode burst without the profiler")
     p.add_argument("--dump", help="also write the cProfile stats to this file")
     p.add_argument("--top", type=int, default=30)
     p.add_argument("--frames", type=int, default=1, help="tracemalloc frames per allocation")
