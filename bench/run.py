@@ -43,6 +43,8 @@ SERVERS: dict[str, str] = {
     "trioconn": "bench.servers.trioconn_server",
 }
 REFERENCE = "raw-trio-websocket"
+#: Only trioconn has a resume protocol: the reconnect storm runs against it alone.
+STORM_SERVERS = ("trioconn",)
 TOPIC = "bench"
 
 Metrics = dict[str, Any]
@@ -268,19 +270,106 @@ class Bench:
             "violations": stats["violations"] + (n - stats["open"]),
         }
 
+    def storm(self, server: str, n: int) -> Metrics:
+        """Reconnect storm: N trioconn clients, the server restarted under a steady publish rate.
 
-def reconnect_storm(server: str, n: int = 2000) -> Metrics:
-    """TODO: reconnect storm, not implemented yet.
+        The clients are the real trioconn client (``bench/stormgen.py``); the server is the same
+        ``Hub`` served again on the same port, so every client must resume without a gap. Only
+        trioconn has a resume protocol, so ``server`` must be ``trioconn``.
+        """
+        args = self.args
+        port = free_port()
+        py, topic = args.python, "storm"
+        srv = Proc(server, [py, "-m", SERVERS[server], "--port", str(port)], self.server_cpu)
+        gens: list[Proc] = []
+        try:
+            srv.read(timeout=30)
+            srv.request({"cmd": "burst", "topic": topic, "count": 1, "size": args.size})  # seq 0
+            per = [n // args.storm_procs + (i < n % args.storm_procs) for i in range(args.storm_procs)]
+            for i, clients in enumerate(per):
+                argv = [py, "-m", "bench.stormgen", "--url", f"ws://127.0.0.1:{port}/", "--topic", topic]
+                argv += ["--clients", str(clients), "--cap", str(args.storm_cap)]
+                gens.append(Proc(f"stormgen{i}", argv, self.client_cpu))
+            readies = [gen.read(timeout=240) for gen in gens]
+            if sum(r["ready"] for r in readies) < n:
+                raise BenchError(
+                    f"storm: only {sum(r['ready'] for r in readies)}/{n} clients got their first event"
+                )
+            cmd = {"cmd": "pubstart", "topic": topic, "rate": args.storm_rate, "size": args.size, "seq": 1}
+            srv.request(cmd)
+            time.sleep(args.storm_settle)
+            busy = system_busy_s()
+            before = srv.request({"cmd": "usage"})
+            gen_cpu = sum(gen.request({"cmd": "stats"})["client_cpu_s"] for gen in gens)
+            restart = srv.request({"cmd": "restart", "down": args.storm_down}, 120)
+            t0 = restart["t_cancel"]
+            limit = args.storm_cap + 5 + args.storm_down + 30
+            resumed = [
+                gen.request({"cmd": "resumed", "after": t0, "timeout": limit}, limit + 30) for gen in gens
+            ]
+            after = srv.request({"cmd": "usage"})
+            gen_cpu = sum(gen.request({"cmd": "stats"})["client_cpu_s"] for gen in gens) - gen_cpu
+            busy = system_busy_s() - busy
+            time.sleep(1.0)  # a few more live events after the last resume
+            pub = srv.request({"cmd": "pubstop"})
+            count = pub["next_seq"]  # seq 0 .. next_seq - 1 were published
+            finals = [gen.request({"cmd": "wait", "count": count, "timeout": 60}, 120) for gen in gens]
+            samples = srv.request({"cmd": "accepted"})["samples"]
+        finally:
+            for gen in gens:
+                gen.stop()
+            srv.stop()
+        times = sorted(t for r in resumed for t in r["resumed"])
+        opens = sorted(t for r in resumed for t in r["opens"])
+        not_resumed = sum(r["not_resumed"] for r in resumed)
+        wall = max(after["t"] - before["t"], 1e-9)
+        lost = sum(f["missing"] + f["short"] for f in finals)
+        dup = sum(f["late_or_duplicate"] for f in finals)
+        resets = sum(f["resets"] for f in finals)
+        failed = sum(f["failed"] for f in finals)
+        errors = [e for f in finals for e in f["errors"] if not e.startswith("reset")]
+        all_s = times[-1] if times and not not_resumed else None
+        return {
+            "connect_s": max(r["connect_s"] for r in readies),
+            "shutdown_s": restart["t_stopped"] - t0,
+            "resume_p50_s": statistics.median(times) if times else None,
+            "resume_all_s": all_s,
+            "within_cap": int(all_s is not None and all_s <= args.storm_cap + 5),
+            "peak_accepts_per_s": _peak_rate_samples(samples),
+            "peak_opens_per_s": _peak_rate_events(opens),
+            "server_cpu_s": after["cpu_s"] - before["cpu_s"],
+            "client_cpu_share": gen_cpu / wall,
+            "other_load": other_load(busy, before, after, gen_cpu),
+            "published": count,
+            "publisher_lag_ms": pub["max_lag_ms"],
+            "lost": lost,
+            "duplicates": dup,
+            "resets": resets,
+            "not_resumed": not_resumed,
+            "errors": errors,
+            "violations": lost + dup + resets + failed + not_resumed + len(errors),
+        }
 
-    Plan: N clients built on the trioconn client (it reconnects with backoff and resumes), all
-    subscribed to a topic that receives a steady publish rate; the runner stops the server
-    (close code 1001) and starts a new one on the same port. Report the time until every client
-    is subscribed again, the server's CPU during the storm, how many clients got ``reset``
-    (an in-memory hub restarts with a new epoch, so resuming across a restart means ``reset``
-    unless history is kept outside the process) and the usual correctness check after the reset.
-    The generator needs the trioconn client for that, which is not on this branch yet.
-    """
-    raise NotImplementedError("reconnect storm: TODO, needs the trioconn client")
+
+def _peak_rate_samples(samples: list[list[float]], window: float = 1.0) -> float:
+    """Largest increase of a sampled counter within any ``window`` seconds, per second."""
+    peak = 0.0
+    j = 0
+    for t, value in samples:
+        while samples[j][0] < t - window - 1e-3:
+            j += 1
+        peak = max(peak, (value - samples[j][1]) / window)
+    return peak
+
+
+def _peak_rate_events(times: list[float], window: float = 1.0) -> float:
+    """Most events (sorted timestamps) within any ``window`` seconds, per second."""
+    peak, j = 0, 0
+    for i, t in enumerate(times):
+        while times[j] < t - window:
+            j += 1
+        peak = max(peak, i - j + 1)
+    return peak / window
 
 
 def _summary(exc: BaseException) -> str:
@@ -446,6 +535,32 @@ def scenarios(bench: Bench, args: argparse.Namespace) -> list[Scenario]:
                 args.idle_runs,
             )
         )
+    if args.storm_clients and set(STORM_SERVERS) & set(args.servers):
+        out.append(
+            (
+                "storm",
+                f"Reconnect storm: {args.storm_clients} trioconn clients, server restarted "
+                f"(down {args.storm_down:g} s, {args.storm_rate:g} events/s throughout, backoff cap "
+                f"{args.storm_cap:g} s); trioconn only: the baselines have no resume protocol",
+                lambda s: bench.storm(s, args.storm_clients),
+                [
+                    ("connect s", "connect_s", None),
+                    ("shutdown s", "shutdown_s", None),
+                    ("resume p50 s", "resume_p50_s", None),
+                    ("all resumed s", "resume_all_s", None),
+                    ("within cap+5 s", "within_cap", None),
+                    ("peak accepts/s", "peak_accepts_per_s", None),
+                    ("peak opens/s (clients)", "peak_opens_per_s", None),
+                    ("server CPU s", "server_cpu_s", None),
+                    ("client CPU share", "client_cpu_share", None),
+                    ("lost", "lost", None),
+                    ("dup", "duplicates", None),
+                    ("resets", "resets", None),
+                    ("other load", "other_load", None),
+                ],
+                args.runs,
+            )
+        )
     return out
 
 
@@ -468,6 +583,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--idle-conns", type=int, default=5000, help="0 skips the idle scenario")
     p.add_argument("--idle-seconds", type=float, default=30.0)
     p.add_argument("--idle-runs", type=int, default=1)
+    p.add_argument("--storm-clients", type=int, default=2000, help="0 skips the reconnect storm")
+    p.add_argument("--storm-procs", type=int, default=1, help="storm generator processes")
+    p.add_argument("--storm-rate", type=float, default=2.0, help="events/s published during the storm")
+    p.add_argument(
+        "--storm-down", type=float, default=1.0, help="s from stopping the server to serving again"
+    )
+    p.add_argument("--storm-cap", type=float, default=30.0, help="client backoff cap (s); base 0.5, factor 2")
+    p.add_argument("--storm-settle", type=float, default=2.0, help="s of live events before the restart")
     p.add_argument("--client", choices=["auto", "picows", "websockets"], default="auto")
     p.add_argument("--python", default=sys.executable, help="interpreter for servers and generator")
     p.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin server/client to cores")
@@ -480,6 +603,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.runs, args.burst = 1, [(5, 50)]
         args.steady_conns, args.steady_rate, args.steady_seconds = 5, 50.0, 1.0
         args.idle_conns, args.quiet_wait = 0, 0.0
+        args.storm_clients, args.storm_settle, args.storm_rate, args.storm_down = 20, 0.5, 20.0, 0.2
     args.servers = [s.strip() for s in (args.servers or ",".join(SERVERS)).split(",") if s.strip()]
     unknown = set(args.servers) - set(SERVERS)
     if unknown:
@@ -493,7 +617,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT))
     from bench.common import raise_nofile
 
-    nofile = raise_nofile(max(args.idle_conns, 1000) + 1024)
+    nofile = raise_nofile(max(args.idle_conns, args.storm_clients, 1000) + 1024)
     bench = Bench(args)
     started = time.monotonic()
     failures = 0
@@ -502,6 +626,8 @@ def main(argv: list[str] | None = None) -> int:
     for key, title, run_one, columns, runs in scenarios(bench, args):
         results: dict[str, list[Metrics] | str] = {}
         for server in args.servers:
+            if key == "storm" and server not in STORM_SERVERS:
+                continue
             done: list[Metrics] = []
             for i in range(runs):
                 note(f"[{time.monotonic() - started:6.1f}s] {key} / {server} / run {i + 1}/{runs}")
@@ -525,14 +651,6 @@ def main(argv: list[str] | None = None) -> int:
                 sections.append(f"- **{server}: correctness violations**: {json.dumps(r)}")
         if any(isinstance(r, list) and any(x["violations"] for x in r) for r in results.values()):
             sections.append("")
-    if not args.smoke:
-        sections += [
-            "### Reconnect storm (2000 clients, server restarted)",
-            "",
-            "TODO: not implemented yet; it needs the trioconn client (resume after reconnect);",
-            "see `reconnect_storm()` in bench/run.py for the plan.",
-            "",
-        ]
     elapsed = time.monotonic() - started
     header = [
         f"## trioconn benchmark{' (smoke: correctness only, timings meaningless)' if args.smoke else ''}",

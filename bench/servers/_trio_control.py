@@ -9,6 +9,9 @@ line on its stdout. Commands (the asyncio server implements the same set):
 * ``{"cmd": "rate", "topic", "rate", "seconds", "size"}`` -> publish on a fixed schedule ->
   ``{"published", "t_start", "t_end", "max_lag_ms"}`` (lag: how late the publisher ran).
 * ``{"cmd": "quit"}`` -> ``{"bye": true}``, then the server exits.
+
+A server may add commands of its own (``extra``: name -> async handler taking the command and
+returning the answer); the trioconn server adds the reconnect-storm commands that way.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
@@ -24,6 +27,7 @@ import trio
 from bench.common import emit, make_data, now, usage
 
 Publish = Callable[[str, Any], object]  # the return value (e.g. an offset) is ignored
+Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
 async def _lines(stream: trio.lowlevel.FdStream) -> Any:
@@ -40,8 +44,9 @@ async def _lines(stream: trio.lowlevel.FdStream) -> Any:
                 yield json.loads(line)
 
 
-async def control_loop(publish: Publish) -> None:
+async def control_loop(publish: Publish, extra: dict[str, Handler] | None = None) -> None:
     """Serve runner commands from stdin until ``quit`` or EOF; ``publish(topic, data)`` publishes."""
+    extra = extra or {}
     seqs: defaultdict[str, int] = defaultdict(int)
     stdin = trio.lowlevel.FdStream(0)
     async for cmd in _lines(stdin):
@@ -73,5 +78,7 @@ async def control_loop(publish: Publish) -> None:
         elif kind == "quit":
             emit({"bye": True})
             return
+        elif kind in extra:
+            emit(await extra[kind](cmd))
         else:
             emit({"error": f"unknown command {kind!r}"})
