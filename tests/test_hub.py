@@ -193,6 +193,13 @@ async def test_publish_argument_errors_are_clear(autojump_clock):
     hub = Hub()
     with pytest.raises(TypeError, match="JSON"):
         hub.publish_nowait("t", object())
+    deep: list = []
+    for _ in range(1000):
+        deep = [deep]
+    for write in (hub.publish_nowait, hub.set_state_nowait):
+        with pytest.raises(TypeError, match="nested more than 32 levels"):
+            write("deep", deep)
+    assert "deep" not in hub.statistics().topics  # nothing left behind
     with pytest.raises(ValueError, match="empty"):
         hub.publish_nowait("", 1)
     hub.publish_nowait("t", 1)
@@ -213,6 +220,8 @@ async def test_publish_argument_errors_are_clear(autojump_clock):
         (b"\x00\x01", "binary-frame"),
         ('{"type":"unsubscribe","topic":"never","ref":"r9"}', "not-subscribed"),
         ('{"type":"publish","topic":"t","data":1,"ref":"r9"}', "forbidden"),
+        ('{"type":"subscribe","topic":"t","x":' + "[" * 1000 + "]" * 1000 + "}", "invalid-json"),
+        ('{"type":"subscribe","topic":"t","x":1e999}', "invalid-field"),
     ],
 )
 async def test_bad_frames_get_an_error_and_everyone_keeps_being_served(autojump_clock, message, code):

@@ -8,6 +8,8 @@ import pytest
 
 from trioconn import CLOSE_CODES, CloseAction, ProtocolError
 from trioconn._protocol import (
+    MAX_DATA_DEPTH,
+    MAX_FRAME_DEPTH,
     Batch,
     End,
     Error,
@@ -25,6 +27,7 @@ from trioconn._protocol import (
     close_action,
     encode_batch,
     encode_event,
+    json_depth_exceeds,
     parse_client_frame,
     parse_server_frames,
     validate_topic,
@@ -164,3 +167,58 @@ def test_close_code_table():
     assert close_action(4999) is CloseAction.RECONNECT
     assert close_action(1001, {1001: CloseAction.DONE}) is CloseAction.DONE
     assert all(code == info.code for code, info in CLOSE_CODES.items())
+
+
+def _nested(depth: int, leaf: str = "1") -> str:
+    return "[" * depth + leaf + "]" * depth
+
+
+@pytest.mark.parametrize(
+    ("text", "limit", "deeper"),
+    [
+        (_nested(3), 3, False),
+        (_nested(4), 3, True),
+        ('{"a":[1,{"b":[]}],"c":{}}', 4, False),
+        ('{"a":[1,{"b":[[]]}]}', 4, True),
+        ('["[[[[", "{{{{", "\\"", "]]"]', 1, False),  # brackets inside strings do not count
+        ("[" * 10, 3, False),  # unbalanced: left to the parser
+        ("[[],[],[],[],[]]", 2, False),  # many brackets, shallow
+    ],
+)
+def test_json_depth_is_measured_without_recursion(text, limit, deeper):
+    assert json_depth_exceeds(text, limit) is deeper
+
+
+@pytest.mark.parametrize("parse", [parse_client_frame, parse_server_frames])
+@pytest.mark.parametrize("depth", [MAX_FRAME_DEPTH, 1000, 30_000])
+def test_frames_nested_too_deep_are_invalid_json_not_a_recursion_error(parse, depth):
+    text = '{"type":"publish","topic":"t","data":' + _nested(depth) + "}"
+    with pytest.raises(ProtocolError) as info:
+        parse(text)
+    assert info.value.code == "invalid-json"
+    assert f"nested more than {MAX_FRAME_DEPTH} levels" in info.value.message
+
+
+def test_data_at_the_depth_limit_is_carried_and_one_more_level_is_refused():
+    deepest = json.loads(_nested(MAX_DATA_DEPTH - 1, "[]"))
+    frame = encode_event("t", 1, deepest)
+    assert parse_server_frames(encode_batch([frame]))[0] == Event("t", 1, deepest)
+    assert parse_client_frame(Publish("t", deepest).to_json()).data == deepest
+    with pytest.raises(TypeError, match=f"nested more than {MAX_DATA_DEPTH} levels"):
+        encode_event("t", 1, [deepest])
+
+
+def test_data_nested_beyond_the_interpreter_limit_is_a_type_error():
+    data: list = []
+    for _ in range(5000):
+        data = [data]
+    with pytest.raises(TypeError, match="nested more than"):
+        encode_event("t", 1, data)
+
+
+@pytest.mark.parametrize("number", ["1e999", "-1e999", "1.5e400"])
+def test_numbers_that_do_not_fit_a_float_are_an_invalid_field(number):
+    with pytest.raises(ProtocolError) as info:
+        parse_client_frame('{"type":"publish","topic":"t","data":' + number + "}")
+    assert info.value.code == "invalid-field"
+    assert "finite" in info.value.message

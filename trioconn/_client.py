@@ -82,7 +82,7 @@ from ._protocol import (
     Unsubscribe,
     Welcome,
     close_action,
-    dumps,
+    encode_data,
     parse_server_frames,
     validate_topic,
 )
@@ -636,7 +636,7 @@ class Client:
             ReconnectFailed: the client has failed for good.
         """
         validate_topic(topic)
-        dumps(data)  # TypeError now, not after waiting for a link
+        encode_data(data)  # TypeError now, not after waiting for a link
         while True:
             link = await self._wait_link()
             ref = next(self._refs)

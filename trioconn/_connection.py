@@ -358,6 +358,8 @@ class ServerConnection:
             offset = await self.hub.publish(frame.topic, frame.data)
         except TopicEnded as exc:
             self._refuse(frame, ErrorCode.TOPIC_ENDED, str(exc))
+        except TypeError as exc:  # data nested too deep to be stored (see MAX_DATA_DEPTH)
+            self._refuse(frame, ErrorCode.INVALID_FIELD, f"field 'data' {exc}")
         except ValueError as exc:
             self._refuse(frame, ErrorCode.WRONG_KIND, str(exc))
         except BrokerUnavailable as exc:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import enum
 import json
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final, TypeAlias
 
@@ -49,8 +50,10 @@ __all__ = [
     "Welcome",
     "close_action",
     "encode_batch",
+    "encode_data",
     "encode_event",
     "encode_event_json",
+    "json_depth_exceeds",
     "parse_client_frame",
     "parse_server_frames",
     "validate_topic",
@@ -59,6 +62,13 @@ __all__ = [
 PROTOCOL_VERSION: Final = 1
 MAX_TOPIC_LENGTH: Final = 256
 MAX_REF_LENGTH: Final = 128
+#: How deeply published data may nest (arrays and objects). Deeper data is refused when it is
+#: published (``TypeError`` from the hub, ``invalid-field`` over the wire) and a received frame
+#: nested deeper than ``MAX_FRAME_DEPTH`` is ``invalid-json``: deep nesting is never needed for
+#: live data, and Python's JSON code recurses, so an unbounded depth is a way to crash a peer.
+MAX_DATA_DEPTH: Final = 32
+#: A frame adds at most three levels around its data (a ``batch``, its ``frames`` list, an ``event``).
+MAX_FRAME_DEPTH: Final = MAX_DATA_DEPTH + 3
 
 Ref: TypeAlias = "str | int | None"
 
@@ -69,7 +79,42 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-_loads = json.JSONDecoder(parse_constant=_reject_constant).decode
+class _NotFinite(ValueError):
+    """A number in received JSON that does not fit a float (``1e999``)."""
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NotFinite(f"number {text[:40]} is out of range")
+    return value
+
+
+_loads = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float).decode
+
+_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
+_INNERMOST = re.compile(r"\{\}|\[\]")
+
+
+def json_depth_exceeds(text: str, limit: int) -> bool:
+    """True if JSON ``text`` nests arrays/objects more than ``limit`` deep. Linear, no recursion.
+
+    Counting brackets settles almost every message at C speed; only a message with more
+    brackets than ``limit`` is stripped of its strings and peeled one level per regex pass.
+    Malformed text is left for the JSON parser to refuse.
+    """
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    brackets = _NOT_BRACKETS.sub("", _STRINGS.sub("", text))
+    for _ in range(limit):
+        peeled = _INNERMOST.sub("", brackets)
+        if len(peeled) == len(brackets):
+            return False  # unbalanced: not valid JSON, the parser says so
+        brackets = peeled
+        if not brackets:
+            return False
+    return True
 
 
 def dumps(obj: Any) -> str:
@@ -78,6 +123,20 @@ def dumps(obj: Any) -> str:
         return _dumps(obj)
     except ValueError as exc:  # NaN / Infinity
         raise TypeError(f"data is not JSON-serializable: {exc}") from None
+    except RecursionError:
+        raise TypeError(f"data is nested more than {MAX_DATA_DEPTH} levels deep") from None
+
+
+def encode_data(data: Any) -> str:
+    """Encode published data; ``TypeError`` if JSON cannot carry it or it nests too deep.
+
+    Every path that stores a write (hub, thread handle, Redis broker, client ``publish``) goes
+    through here, so nothing is stored that a peer would refuse to parse.
+    """
+    text = dumps(data)
+    if json_depth_exceeds(text, MAX_DATA_DEPTH):
+        raise TypeError(f"data is nested more than {MAX_DATA_DEPTH} levels deep")
+    return text
 
 
 class ErrorCode(enum.StrEnum):
@@ -330,9 +389,15 @@ _CLIENT_PARSERS: Final[dict[str, Callable[[Mapping[str, Any]], ClientFrame]]] = 
 def _load_object(text: str | bytes) -> dict[str, Any]:
     if isinstance(text, bytes | bytearray):
         raise ProtocolError(ErrorCode.BINARY_FRAME.value, "binary frames are not part of protocol v1")
+    if json_depth_exceeds(text, MAX_FRAME_DEPTH):
+        raise ProtocolError(
+            ErrorCode.INVALID_JSON.value, f"frame is nested more than {MAX_FRAME_DEPTH} levels deep"
+        )
     try:
         obj = _loads(text)
-    except ValueError as exc:
+    except _NotFinite as exc:
+        raise ProtocolError(ErrorCode.INVALID_FIELD.value, f"numbers must be finite: {exc}") from None
+    except (ValueError, RecursionError) as exc:
         raise ProtocolError(ErrorCode.INVALID_JSON.value, f"frame is not valid JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise ProtocolError(
@@ -524,8 +589,8 @@ ServerFrame: TypeAlias = (
 
 
 def encode_event(topic: str, offset: int, data: Any) -> str:
-    """Encode an ``event`` frame (raises ``TypeError`` if ``data`` is not JSON-serializable)."""
-    return dumps({"type": "event", "topic": topic, "offset": offset, "data": data})
+    """Encode an ``event`` frame (``TypeError`` if ``data`` cannot be sent: see ``encode_data``)."""
+    return encode_event_json(topic, offset, encode_data(data))
 
 
 def encode_event_json(topic: str, offset: int, data_json: str) -> str:

@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from ._exceptions import TopicEnded
-from ._protocol import dumps, validate_topic
+from ._protocol import encode_data, validate_topic
 from ._topics import TopicKind, TopicSnapshot
 
 __all__ = [
@@ -136,7 +136,7 @@ class Keys:
 def write_args(topic: str, kind: TopicKind, data: Any, history_size: int, firehose_size: int) -> list[Any]:
     """Validate a write and build the ``WRITE`` script's ARGV (raises ValueError / TypeError)."""
     validate_topic(topic)
-    return [topic, kind, dumps(data), new_epoch(), history_size, firehose_size]
+    return [topic, kind, encode_data(data), new_epoch(), history_size, firehose_size]
 
 
 def write_result(topic: str, kind: TopicKind, reply: Sequence[Any]) -> int:
