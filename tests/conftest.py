@@ -12,6 +12,39 @@ import trio_websocket
 from trioconn import Hub
 
 
+class Throttled(trio.abc.Stream):
+    """A client's end of a stream that reads at ``rate`` bytes per (virtual) second.
+
+    ``rate = 0`` stops reading altogether; ``None`` reads as fast as data comes.
+    """
+
+    def __init__(self, inner: trio.abc.Stream) -> None:
+        self.inner = inner
+        self.rate: float | None = None
+        self.received = 0
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        if self.rate == 0:
+            await trio.sleep_forever()
+        size = 4096 if self.rate is not None else (max_bytes or 65536)
+        data = await self.inner.receive_some(min(size, max_bytes or size))
+        self.received += len(data)
+        if self.rate == 0:  # stopped while this read was under way
+            await trio.sleep_forever()
+        if self.rate is not None:
+            await trio.sleep(len(data) / self.rate)
+        return data
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
 class RawClient:
     """A plain trio-websocket client speaking protocol v1 by hand, for server tests."""
 

@@ -97,7 +97,7 @@ def test_mirror_keeps_only_topics_somebody_here_follows():
     reg, sub = mirror(), ResetSink()
     reg.sync(snap(1, history=events([1])), now=0)
     reg.subscribe("t", sub, now=0)
-    reg.unsubscribe("t", sub)
+    reg.unsubscribe("t", sub, now=0)
     assert reg.get("t") is None
     reg.sync(snap(1, history=events([1]), ended=True), now=0)
     frames = [json.loads(f) for f in reg.subscribe("t", sub, now=0)]

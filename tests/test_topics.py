@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from trioconn import TopicEnded
+from trioconn import TooManyTopics, TopicEnded
 from trioconn._outbox import Outbox
 from trioconn._topics import TopicRegistry
 
@@ -168,9 +168,9 @@ def test_subscribing_to_unwritten_topics_leaves_nothing_behind():
     reg = registry()
     sub = Sink()
     reg.subscribe("ghost", sub, now=0)
-    assert reg.unsubscribe("ghost", sub)
+    assert reg.unsubscribe("ghost", sub, now=0)
     assert reg.get("ghost") is None
-    assert not reg.unsubscribe("ghost", sub)
+    assert not reg.unsubscribe("ghost", sub, now=0)
 
 
 def test_slow_subscribers_are_reported_and_others_still_served():
@@ -214,6 +214,85 @@ def test_outbox_take_respects_the_byte_budget_but_always_returns_one():
 
 def test_outbox_replay_is_not_bounded():
     box = Outbox(1)
-    box.put_unbounded(["a", "b", "c"])
-    assert len(box) == 3 and not box.put("d")
+    box.put_unbounded(["a", "b", "c"])  # an answer is one entry, however many frames
+    assert len(box) == 1 and not box.put("d")
     assert box.clear() == 3 and len(box) == 0
+
+
+# -- memory bounds ---------------------------------------------------------------------------------
+
+
+def test_history_is_bounded_by_bytes_as_well_as_by_count():
+    reg = TopicRegistry(history_size=100, ended_retention=60, history_bytes=1000)
+    for _ in range(50):
+        reg.write("t", "stream", "x" * 100, 0)  # ~150 B encoded each
+    topic = reg.get("t")
+    assert topic.statistics().history_bytes == sum(len(e) for _, e in topic.history) <= 1000
+    assert len(topic.history) == 1000 // len(topic.history[0][1])
+    assert topic.history[-1][0] == 50  # the newest are kept
+    # a resume from before what is kept gets an explicit reset, not a silent gap
+    (answer,) = frames(reg.subscribe("t", Sink(), now=0, epoch=topic.epoch, offset=10))
+    assert answer["type"] == "reset"
+
+
+def test_stream_topics_nobody_follows_or_writes_are_dropped_after_idle_retention():
+    epochs = iter(f"e{i}" for i in range(100_000))
+    reg = TopicRegistry(
+        history_size=10, ended_retention=60, idle_retention=100, epoch_factory=lambda: next(epochs)
+    )
+    for i in range(20_000):
+        reg.write(f"job/{i}", "stream", i, now=0)
+    reg.write("progress", "state", {"pct": 5}, now=0)
+    sub = Sink()
+    reg.subscribe("job/0", sub, now=50)  # followed: kept however long
+    reg.write("job/1", "stream", "again", now=99)  # written: its retention starts again
+    reg.write("other", "stream", 1, now=100)  # any write or subscribe expires what is due
+    assert {t.name for t in reg} == {"job/0", "job/1", "progress", "other"}
+    assert len(reg) == 4 and reg.expired == 19_998
+    reg.unsubscribe("job/0", sub, now=150)  # the last subscriber left: retention from now
+    reg.write("other", "stream", 2, now=249)
+    assert reg.get("job/0") is not None
+    reg.write("other", "stream", 3, now=250)
+    assert reg.get("job/0") is None and reg.get("progress") is not None  # state values stay
+    # a client coming back to the dropped topic gets reset: its epoch is gone
+    (answer,) = frames(reg.subscribe("job/0", Sink(), now=260, epoch="e0", offset=1))
+    assert answer["type"] == "reset" and answer["epoch"] != "e0"
+
+
+def test_max_topics_evicts_the_longest_idle_stream_for_a_write_and_never_for_a_subscribe():
+    reg = TopicRegistry(history_size=10, ended_retention=60, max_topics=3)
+    reg.write("a", "stream", 1, now=0)
+    reg.write("b", "stream", 1, now=1)
+    reg.write("c", "state", 1, now=2)
+    with pytest.raises(TooManyTopics, match="maximum of 3 topics"):
+        reg.subscribe("new", Sink(), now=3)  # a client cannot push the application's data out
+    reg.write("d", "stream", 1, now=4)  # the application can: "a" was idle the longest
+    assert {t.name for t in reg} == {"b", "c", "d"} and reg.expired == 1
+    reg.subscribe("b", Sink(), now=5)
+    reg.subscribe("d", Sink(), now=5)
+    with pytest.raises(TooManyTopics):  # followed topics and state values are never evicted
+        reg.write("e", "stream", 1, now=6)
+    assert {t.name for t in reg} == {"b", "c", "d"}
+
+
+def test_a_refused_write_leaves_no_topic_behind():
+    reg = registry()
+    with pytest.raises(TypeError):
+        reg.write("t", "stream", object(), 0)
+    with pytest.raises(TypeError, match="nested"):
+        reg.write("t", "state", [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]], 0)
+    assert len(reg) == 0
+
+
+def test_a_state_value_is_encoded_once_however_many_subscribe(monkeypatch):
+    import trioconn._protocol as protocol
+
+    reg = registry()
+    value = {"blob": "v" * 60_000}
+    reg.write("s", "state", value, 0)
+    encoded: list[int] = []
+    real = protocol._dumps
+    monkeypatch.setattr(protocol, "_dumps", lambda obj: encoded.append(len(text := real(obj))) or text)
+    answers = [reg.subscribe("s", Sink(), now=0, ref=i)[0] for i in range(100)]
+    assert all(json.loads(a)["snapshot"] == value for a in answers)
+    assert max(encoded) < 1000  # only the small frame around it was encoded, 100 times

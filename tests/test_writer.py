@@ -45,7 +45,7 @@ async def test_tcp_connections_use_the_direct_path():
 
 
 async def test_what_the_socket_cannot_take_is_sent_later_in_order():
-    hub = Hub(outbox_size=10_000)
+    hub = Hub(outbox_size=10_000, outbox_bytes=64 << 20)
     big = "z" * 60_000
     count = 300  # 18 MB: far more than the socket buffers hold
     async with trio.open_nursery() as nursery:

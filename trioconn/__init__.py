@@ -26,6 +26,7 @@ from ._exceptions import HubStopped as HubStopped
 from ._exceptions import ProtocolError as ProtocolError
 from ._exceptions import ReconnectFailed as ReconnectFailed
 from ._exceptions import ServerError as ServerError
+from ._exceptions import TooManyTopics as TooManyTopics
 from ._exceptions import TopicEnded as TopicEnded
 from ._exceptions import TrioconnError as TrioconnError
 from ._hub import HandshakeRequest as HandshakeRequest
@@ -76,6 +77,7 @@ __all__ = [
     "StateChange",
     "Subscription",
     "SubscriptionItem",
+    "TooManyTopics",
     "TopicEnded",
     "TopicStatistics",
     "Transport",

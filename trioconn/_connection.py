@@ -19,12 +19,25 @@ hub and sends the close frame. Nothing about a connection outlives its nursery.
 
 ``close(code, drain=True)`` lets the sender flush what is queued (bounded by ``drain_timeout``)
 before the close frame, so "work done" (1000) arrives after the last event.
+
+Memory budget
+-------------
+Everything queued for a client counts against ``outbox_bytes``, whoever queued it. Answers to
+the client's own requests (subscribe answers, replays, snapshots, errors) may use half of it:
+beyond that the receiver stops reading requests until the sender has brought the outbox back
+under half (TCP then pushes back on the client). Live events may use the whole budget; one that
+does not fit closes the connection with 4001. A client that is paused for ``send_timeout`` in all
+without its outbox ever becoming empty in between — one that keeps asking for more than it
+reads, however steadily it reads — is closed with 4001 too. So no client, reading or not, can
+hold more than about ``outbox_bytes`` (plus one answer and the message being written) of the
+hub's memory, or keep it for long.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +45,7 @@ import attrs
 import trio
 import trio_websocket
 
-from ._exceptions import BrokerUnavailable, ProtocolError, TopicEnded
+from ._exceptions import BrokerUnavailable, ProtocolError, TooManyTopics, TopicEnded
 from ._outbox import Outbox
 from ._protocol import (
     Error,
@@ -78,6 +91,8 @@ class ConnectionStatistics:
     events_dropped: int
     queued: int
     subscriptions: tuple[str, ...]
+    #: bytes queued for the client (outbox and what the socket has not taken yet)
+    queued_bytes: int = 0
 
 
 class ServerConnection:
@@ -86,9 +101,11 @@ class ServerConnection:
     __slots__ = (
         "_alive",
         "_config",
+        "_drained",
         "_draining",
         "_dropped",
         "_has_work",
+        "_paused_for",
         "_ping_id",
         "_ping_sent_at",
         "_scope",
@@ -126,8 +143,12 @@ class ServerConnection:
         self.groups: tuple[Any, ...] = ()
         self._ws = ws
         self._config = hub.config
-        self.outbox = Outbox(self._config.outbox_size)
+        self.outbox = Outbox(self._config.outbox_size, self._config.outbox_bytes)
         self._has_work = trio.Event()
+        #: set by the sender each time it takes frames, while the receiver waits for room
+        self._drained: trio.Event | None = None
+        #: seconds the receiver has been paused since the outbox was last empty
+        self._paused_for = 0.0
         self._writer = SocketWriter.attach(ws)
         self._scope = trio.CancelScope()
         self._alive = trio.CancelScope()
@@ -186,8 +207,16 @@ class ServerConnection:
             return
         self.messages_sent += 1
         self.frames_sent += len(frames)
+        self._taken()
         if writer.pending or self.outbox:
             self._has_work.set()
+
+    def _taken(self) -> None:
+        """Frames left the outbox: wake a paused receiver; an empty outbox forgives past pauses."""
+        if self._drained is not None:
+            self._drained.set()
+        if not self.outbox and not (self._writer and self._writer.pending):
+            self._paused_for = 0.0
 
     # -- closing -------------------------------------------------------------------------------
 
@@ -224,6 +253,7 @@ class ServerConnection:
             events_dropped=self.events_dropped,
             queued=len(self.outbox),
             subscriptions=tuple(sorted(self.subscriptions)),
+            queued_bytes=self.outbox.bytes + (len(self._writer.pending) if self._writer else 0),
         )
 
     # -- the connection's life -----------------------------------------------------------------
@@ -269,8 +299,13 @@ class ServerConnection:
 
     async def _receiver(self) -> None:
         timeout = self._config.heartbeat_timeout
+        requests_budget = self._config.outbox_bytes // 2
         self._alive.deadline = trio.current_time() + timeout
         while True:
+            if self.outbox.bytes > requests_budget:
+                if not await self._wait_for_room(requests_budget):
+                    return
+                self._alive.deadline = trio.current_time() + timeout
             try:
                 message = await self._ws.get_message()
             except trio_websocket.ConnectionClosed:
@@ -284,6 +319,26 @@ class ServerConnection:
                 self._queue(Error(exc.code, exc.message, _ref(exc.ref)).to_json())
                 continue
             await self._handle(frame)
+
+    async def _wait_for_room(self, budget: int) -> bool:
+        """Stop reading requests until the outbox is back under ``budget``; False if closed.
+
+        While we do not read, the client's pongs wait in TCP: its heartbeat deadline is
+        suspended, and what counts instead is the pause, bounded by ``send_timeout`` in all
+        since the outbox was last empty.
+        """
+        self._alive.deadline = math.inf
+        started = trio.current_time()
+        with trio.move_on_at(started + self._config.send_timeout - self._paused_for) as scope:
+            while self.outbox.bytes > budget:
+                self._drained = trio.Event()
+                await self._drained.wait()
+        self._drained = None
+        self._paused_for += trio.current_time() - started
+        if scope.cancelled_caught:
+            self.close(4001, "slow consumer: requests beyond the memory budget", "slow-consumer", drain=False)
+            return False
+        return True
 
     def _peer_closed(self) -> None:
         closed = self._ws.closed
@@ -305,7 +360,7 @@ class ServerConnection:
                 self.rtt = trio.current_time() - self._ping_sent_at
             return
         if isinstance(frame, Unsubscribe):
-            if self.hub._registry.unsubscribe(frame.topic, self):
+            if self.hub._registry.unsubscribe(frame.topic, self, now=trio.current_time()):
                 self.subscriptions.discard(frame.topic)
                 self._queue(Unsubscribed(frame.topic, frame.ref).to_json())
             else:
@@ -330,6 +385,10 @@ class ServerConnection:
                 f"at most {self._config.max_subscriptions} subscriptions per connection",
             )
             return
+        registry = self.hub._registry
+        if registry.get(frame.topic) is None and registry.full:
+            self._refuse(frame, ErrorCode.TOO_MANY_TOPICS, str(TooManyTopics(int(registry.max_topics))))
+            return
         broker = self.hub._broker
         if not broker.ready(frame.topic):
             # A shared broker must first load the topic into this hub's mirror. From here to
@@ -339,7 +398,7 @@ class ServerConnection:
             except BrokerUnavailable as exc:
                 self._refuse(frame, ErrorCode.INTERNAL, str(exc))
                 return
-        frames = self.hub._registry.subscribe(
+        frames = registry.subscribe(
             frame.topic,
             self,
             now=trio.current_time(),
@@ -348,7 +407,7 @@ class ServerConnection:
             last=frame.last,
             ref=frame.ref,
         )
-        topic = self.hub._registry.get(frame.topic)
+        topic = registry.get(frame.topic)
         if topic is not None and self in topic.subscribers:
             self.subscriptions.add(frame.topic)
         self._queue(*frames)
@@ -358,6 +417,8 @@ class ServerConnection:
             offset = await self.hub.publish(frame.topic, frame.data)
         except TopicEnded as exc:
             self._refuse(frame, ErrorCode.TOPIC_ENDED, str(exc))
+        except TooManyTopics as exc:
+            self._refuse(frame, ErrorCode.TOO_MANY_TOPICS, str(exc))
         except TypeError as exc:  # data nested too deep to be stored (see MAX_DATA_DEPTH)
             self._refuse(frame, ErrorCode.INVALID_FIELD, f"field 'data' {exc}")
         except ValueError as exc:
@@ -413,6 +474,7 @@ class ServerConnection:
             if frames:
                 self.messages_sent += 1
                 self.frames_sent += len(frames)
+            self._taken()
 
     async def _heartbeat(self) -> None:
         interval = self._config.heartbeat_interval

@@ -12,6 +12,7 @@ the connection (with a code); *broken* means the network or the peer went away w
     ├── ProtocolError(code, message)       a frame broke protocol v1
     ├── ServerError(code, message, ref)    the server answered a client request with ``error``
     ├── TopicEnded(topic)                  a write to a topic that has been ended
+    ├── TooManyTopics(limit)               the hub holds ``max_topics`` and none can be evicted
     ├── HubStopped                         the hub is not running (publishing from a thread)
     └── BrokerUnavailable                  the broker (Redis) cannot be reached
 """
@@ -27,6 +28,7 @@ __all__ = [
     "ProtocolError",
     "ReconnectFailed",
     "ServerError",
+    "TooManyTopics",
     "TopicEnded",
     "TrioconnError",
 ]
@@ -106,6 +108,18 @@ class TopicEnded(TrioconnError):
     def __init__(self, topic: str) -> None:
         super().__init__(f"topic {topic!r} has ended and accepts no more writes")
         self.topic = topic
+
+
+class TooManyTopics(TrioconnError):
+    """A new topic was needed but the hub already holds ``max_topics`` that cannot be dropped.
+
+    Writes evict the longest-idle stream topic (or the oldest ended one) before raising this,
+    so it means every topic is followed by somebody or holds state.
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the hub holds its maximum of {limit} topics and none can be dropped")
+        self.limit = limit
 
 
 class HubStopped(TrioconnError):

@@ -101,7 +101,11 @@ class HubConfig:
     heartbeat_interval: float = attrs.field(default=15.0, validator=_positive("heartbeat_interval"))
     heartbeat_timeout: float = attrs.field(default=45.0, validator=_positive("heartbeat_timeout"))
     history_size: int = attrs.field(default=2000, validator=_positive_int("history_size"))
+    history_bytes: int = attrs.field(default=1 << 20, validator=_positive_int("history_bytes"))
+    idle_retention: float = attrs.field(default=3600.0, validator=_positive("idle_retention"))
+    max_topics: int = attrs.field(default=100_000, validator=_positive_int("max_topics"))
     outbox_size: int = attrs.field(default=500, validator=_positive_int("outbox_size"))
+    outbox_bytes: int = attrs.field(default=2 << 20, validator=_positive_int("outbox_bytes"))
     max_frame_size: int = attrs.field(default=65536, validator=_positive_int("max_frame_size"))
     max_batch_bytes: int = attrs.field(default=65536, validator=_positive_int("max_batch_bytes"))
     send_timeout: float = attrs.field(default=10.0, validator=_positive("send_timeout"))
@@ -136,6 +140,8 @@ class HubStatistics:
     disconnects: Mapping[str, int]
     sessions: tuple[ConnectionStatistics, ...]
     topics: Mapping[str, TopicStatistics]
+    #: topics dropped after ``idle_retention`` or evicted to stay within ``max_topics``
+    topics_expired: int = 0
 
 
 class Hub:
@@ -146,7 +152,15 @@ class Hub:
         heartbeat_timeout: a connection silent this long is closed with 4000. Must exceed
             twice the interval.
         history_size: events kept per stream topic for clients that resume.
+        history_bytes: encoded bytes kept per stream topic, at most (oldest events go first).
+        idle_retention: seconds a stream topic with no subscriber and no write is kept; later
+            subscribers get ``reset`` (a new epoch).
+        max_topics: topics held at most; a write that needs a new one evicts the longest-idle
+            stream (or oldest ended) topic, and raises ``TooManyTopics`` if none can go.
         outbox_size: frames that may wait for one client before it counts as slow (4001).
+        outbox_bytes: the memory budget of one client: bytes queued for it, whatever they are.
+            Answers to its requests may use half (then its requests wait); events that do not
+            fit close it with 4001.
         max_frame_size: largest client frame in bytes; larger ones close with 1009.
         max_batch_bytes: about how much one outgoing message carries when frames are queued.
         send_timeout: a single send that takes longer closes the connection with 4001.
@@ -176,7 +190,11 @@ class Hub:
         heartbeat_interval: float = 15.0,
         heartbeat_timeout: float = 45.0,
         history_size: int = 2000,
+        history_bytes: int = 1 << 20,
+        idle_retention: float = 3600.0,
+        max_topics: int = 100_000,
         outbox_size: int = 500,
+        outbox_bytes: int = 2 << 20,
         max_frame_size: int = 65536,
         max_batch_bytes: int = 65536,
         send_timeout: float = 10.0,
@@ -196,7 +214,11 @@ class Hub:
             heartbeat_interval=heartbeat_interval,
             heartbeat_timeout=heartbeat_timeout,
             history_size=history_size,
+            history_bytes=history_bytes,
+            idle_retention=idle_retention,
+            max_topics=max_topics,
             outbox_size=outbox_size,
+            outbox_bytes=outbox_bytes,
             max_frame_size=max_frame_size,
             max_batch_bytes=max_batch_bytes,
             send_timeout=send_timeout,
@@ -209,7 +231,13 @@ class Hub:
             authenticate=authenticate,
             authorize=authorize,
         )
-        self._registry = TopicRegistry(history_size=history_size, ended_retention=ended_retention)
+        self._registry = TopicRegistry(
+            history_size=history_size,
+            ended_retention=ended_retention,
+            history_bytes=history_bytes,
+            idle_retention=idle_retention,
+            max_topics=max_topics,
+        )
         if broker is not None and not isinstance(broker, Broker):
             raise TypeError(f"broker must be a trioconn Broker, not {type(broker).__name__}")
         self._broker: Broker = MemoryBroker() if broker is None else broker
@@ -412,8 +440,9 @@ class Hub:
 
     def _release_subscriptions(self, conn: ServerConnection) -> None:
         """Called once by each connection as it starts closing: nothing more is queued for it."""
+        now = trio.current_time()
         for topic in conn.subscriptions:
-            self._registry.unsubscribe(topic, conn)
+            self._registry.unsubscribe(topic, conn, now=now)
         conn.subscriptions.clear()
         self._disconnects[conn.cause] += 1
 
@@ -552,6 +581,7 @@ class Hub:
             disconnects=dict(self._disconnects),
             sessions=tuple(conn.statistics() for conn in self._connections.values()),
             topics={topic.name: topic.statistics() for topic in self._registry},
+            topics_expired=self._registry.expired,
         )
 
 

@@ -10,6 +10,10 @@ why a slow reader of progress gets the latest value and never a backlog of stale
 
 The sender ``take``s everything that is queued, up to a byte budget, and writes it as one frame
 (a ``batch`` when there is more than one): it never waits to fill a batch.
+
+``bytes`` counts what is queued, whatever put it there (events, answers, replays, snapshots,
+errors), so the connection can hold every client to one memory budget. Frames are ``str`` of
+ASCII JSON (``ensure_ascii``), so characters are bytes.
 """
 
 from __future__ import annotations
@@ -27,52 +31,81 @@ class _StateSlot:
     encoded: str
 
 
+@attrs.define(eq=False)
+class _Owed:
+    """Frames the connection owes as one answer (e.g. ``subscribed`` and its replay).
+
+    One queue entry, however many frames: an answer counts once against ``max_events``, so a
+    replay of 2000 events never makes the next live event look like an overflow.
+    """
+
+    frames: list[str]
+    next: int = 0
+
+
 class Outbox:
     """Frames waiting for one connection's sender.
 
     Args:
-        max_events: how many frames may wait before the reader counts as slow.
+        max_events: how many events (an answer counts as one) may wait before the reader
+            counts as slow.
+        max_bytes: how many bytes events may fill, counting everything queued.
     """
 
-    __slots__ = ("_max_events", "_queue", "_state_slots", "superseded")
+    __slots__ = ("_max_bytes", "_max_events", "_queue", "_state_slots", "bytes", "superseded")
 
-    def __init__(self, max_events: int) -> None:
-        self._queue: deque[str | _StateSlot] = deque()
+    def __init__(self, max_events: int, max_bytes: float = float("inf")) -> None:
+        self._queue: deque[str | _StateSlot | _Owed] = deque()
         self._state_slots: dict[str, _StateSlot] = {}
         self._max_events = max_events
+        self._max_bytes = max_bytes
+        #: encoded size of everything queued
+        self.bytes = 0
         #: state values replaced before they were sent
         self.superseded = 0
 
     def __len__(self) -> int:
         return len(self._queue)
 
+    def _room(self, size: int) -> bool:
+        return len(self._queue) < self._max_events and self.bytes + size <= self._max_bytes
+
     def put(self, encoded: str) -> bool:
-        """Queue a frame; False (and nothing queued) when the outbox is full."""
-        if len(self._queue) >= self._max_events:
+        """Queue a frame; False (and nothing queued) when it does not fit, by count or bytes."""
+        if not self._room(len(encoded)):
             return False
         self._queue.append(encoded)
+        self.bytes += len(encoded)
         return True
 
     def put_state(self, topic: str, encoded: str) -> bool:
         """Queue a state topic's value, replacing a still-queued older one."""
         slot = self._state_slots.get(topic)
         if slot is not None:
+            grow = len(encoded) - len(slot.encoded)
+            if grow > 0 and self.bytes + grow > self._max_bytes:
+                return False
             slot.encoded = encoded
+            self.bytes += grow
             self.superseded += 1
             return True
-        if len(self._queue) >= self._max_events:
+        if not self._room(len(encoded)):
             return False
         slot = self._state_slots[topic] = _StateSlot(topic, encoded)
         self._queue.append(slot)
+        self.bytes += len(encoded)
         return True
 
     def put_unbounded(self, frames: list[str]) -> None:
-        """Queue frames the connection itself owes (subscribe answers and their replay).
+        """Queue frames the connection itself owes (answers, replays, errors).
 
-        They are bounded by the history size, not by the outbox, so a resume never fails for
-        being larger than the outbox.
+        They are not refused here — a resume must never fail for being larger than the outbox —
+        but they count in ``bytes``: the connection stops reading the client's requests while
+        it is over budget (see ``_connection.py``), so they cannot pile up either.
         """
-        self._queue.extend(frames)
+        if frames:
+            self._queue.append(_Owed(frames) if len(frames) > 1 else frames[0])
+            self.bytes += sum(map(len, frames))
 
     def put_control(self, topic: str, frame: str) -> None:
         """Queue a frame that changes ``topic``'s position (``reset``), unbounded like answers.
@@ -82,6 +115,7 @@ class Outbox:
         """
         self._state_slots.pop(topic, None)
         self._queue.append(frame)
+        self.bytes += len(frame)
 
     def take(self, max_bytes: int) -> list[str]:
         """Remove and return queued frames, oldest first, about ``max_bytes`` in all (at least one)."""
@@ -89,18 +123,32 @@ class Outbox:
         size = 0
         queue = self._queue
         while queue and (not frames or size < max_bytes):
-            item = queue.popleft()
+            item = queue[0]
+            if isinstance(item, _Owed):
+                owed, index = item.frames, item.next
+                while index < len(owed) and (not frames or size < max_bytes):
+                    frames.append(owed[index])
+                    size += len(owed[index])
+                    index += 1
+                if index < len(owed):
+                    item.next = index
+                    break
+                queue.popleft()
+                continue
+            queue.popleft()
             if isinstance(item, _StateSlot):
                 if self._state_slots.get(item.topic) is item:
                     del self._state_slots[item.topic]
                 item = item.encoded
             frames.append(item)
             size += len(item)
+        self.bytes -= size
         return frames
 
     def clear(self) -> int:
         """Drop everything queued; return how many frames were dropped."""
-        count = len(self._queue)
+        count = sum(len(i.frames) - i.next if isinstance(i, _Owed) else 1 for i in self._queue)
         self._queue.clear()
         self._state_slots.clear()
+        self.bytes = 0
         return count

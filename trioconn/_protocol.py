@@ -153,6 +153,7 @@ class ErrorCode(enum.StrEnum):
     TOPIC_ENDED = "topic-ended"
     WRONG_KIND = "wrong-kind"
     TOO_MANY_SUBSCRIPTIONS = "too-many-subscriptions"
+    TOO_MANY_TOPICS = "too-many-topics"
     INTERNAL = "internal"
 
 
@@ -484,7 +485,12 @@ class Subscribed:
 
     _type = "subscribed"
 
-    def to_json(self) -> str:
+    def to_json(self, *, snapshot_json: str | None = None) -> str:
+        """Encode the frame; ``snapshot_json`` is the snapshot as already-encoded JSON.
+
+        A state topic's value is encoded once per write and spliced in here, so a thousand
+        subscribes to a large value never encode it a thousand times.
+        """
         obj: dict[str, Any] = {
             "type": self._type,
             "topic": self.topic,
@@ -494,9 +500,12 @@ class Subscribed:
             "replayed": self.replayed,
             "ended": self.ended,
         }
-        if self.has_snapshot:
+        if self.has_snapshot and snapshot_json is None:
             obj["snapshot"] = self.snapshot
-        return dumps(_with(obj, ref=self.ref))
+        text = dumps(_with(obj, ref=self.ref))
+        if snapshot_json is None:
+            return text
+        return text[:-1] + ',"snapshot":' + snapshot_json + "}"
 
 
 @attrs.frozen

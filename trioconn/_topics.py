@@ -27,20 +27,32 @@ exactly one offset, so a lost write is noticed instead of skipped. ``sync`` brin
 covers them; otherwise the topic is replaced and its subscribers get a ``reset`` frame — an
 explicit "you missed something", never a silent gap. A mirror keeps only topics that have local
 subscribers; the others are dropped and loaded again when somebody subscribes.
+
+Memory
+------
+History is bounded twice: ``history_size`` events and ``history_bytes`` of encoded text per
+stream topic, whichever is reached first. A stream topic nobody follows and nobody writes to for
+``idle_retention`` seconds is dropped (a subscriber that comes back later gets ``reset``: the
+topic has a new epoch), and so is an ended topic after ``ended_retention``. ``max_topics`` caps
+the registry: a write that needs a new topic evicts the longest-idle droppable topic first, and
+only raises ``TooManyTopics`` when every topic is followed or holds state; a subscribe never
+evicts anything (clients must not be able to push the application's history out). Expiry runs
+as a side effect of writes and subscribes, so an idle registry costs nothing.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import secrets
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from typing import Any, Literal, Protocol, TypeAlias
 
 import attrs
 
-from ._exceptions import TopicEnded
-from ._protocol import End, Reset, Subscribed, encode_event, encode_event_json, validate_topic
+from ._exceptions import TooManyTopics, TopicEnded
+from ._protocol import End, Reset, Subscribed, encode_data, encode_event_json, validate_topic
 
 __all__ = [
     "Applied",
@@ -100,6 +112,7 @@ class TopicStatistics:
     subscribers: int
     history: int
     ended: bool
+    history_bytes: int = 0
 
 
 def new_epoch() -> str:
@@ -109,26 +122,47 @@ def new_epoch() -> str:
 
 @attrs.define(eq=False)
 class Topic:
-    """One topic's state. Owned by ``TopicRegistry``; read-only for everybody else."""
+    """One topic's state. Owned by ``TopicRegistry``; read-only for everybody else.
+
+    A state topic keeps its value as JSON text (``state_json``), encoded once per write: every
+    subscriber's snapshot is built around that text, never encoded again.
+    """
 
     name: str
     epoch: str
     history_size: int
+    history_bytes: float = math.inf
     kind: TopicKind | None = None
     offset: int = 0
-    history: deque[tuple[int, str]] = attrs.field(init=False)
-    state: Any = None
-    has_state: bool = False
+    history: deque[tuple[int, str]] = attrs.Factory(deque)
+    history_used: int = 0
+    state_json: str | None = None
     ended_at: float | None = None
     end_frame: str | None = None
     subscribers: dict[Subscriber, None] = attrs.Factory(dict)
-
-    def __attrs_post_init__(self) -> None:
-        self.history = deque(maxlen=self.history_size)
+    #: when the topic was last written to or last lost its last subscriber
+    active_at: float = 0.0
 
     @property
     def ended(self) -> bool:
         return self.ended_at is not None
+
+    @property
+    def has_state(self) -> bool:
+        return self.state_json is not None
+
+    @property
+    def state(self) -> Any:
+        """The state value, decoded (None if there is none)."""
+        return None if self.state_json is None else json.loads(self.state_json)
+
+    def remember(self, offset: int, encoded: str) -> None:
+        """Append to history, dropping the oldest events beyond either bound."""
+        history = self.history
+        history.append((offset, encoded))
+        self.history_used += len(encoded)
+        while history and (len(history) > self.history_size or self.history_used > self.history_bytes):
+            self.history_used -= len(history.popleft()[1])
 
     def statistics(self) -> TopicStatistics:
         return TopicStatistics(
@@ -139,6 +173,7 @@ class Topic:
             len(self.subscribers),
             len(self.history),
             self.ended,
+            self.history_used,
         )
 
     def _replay_after(self, offset: int) -> list[str] | None:
@@ -164,6 +199,9 @@ class TopicRegistry:
     Args:
         history_size: events a stream topic keeps for resuming subscribers.
         ended_retention: seconds an ended topic stays so late subscribers still see its end.
+        history_bytes: encoded bytes a stream topic keeps, at most.
+        idle_retention: seconds a stream topic without subscribers and writes is kept.
+        max_topics: topics this registry holds at most (see the module docstring).
         epoch_factory: makes epochs (replaceable so tests and brokers can choose them).
     """
 
@@ -172,15 +210,25 @@ class TopicRegistry:
         *,
         history_size: int,
         ended_retention: float,
+        history_bytes: float = math.inf,
+        idle_retention: float = math.inf,
+        max_topics: float = math.inf,
         epoch_factory: Callable[[], str] = new_epoch,
     ) -> None:
         self._topics: dict[str, Topic] = {}
         self.history_size = self._history_size = history_size
         self.ended_retention = self._ended_retention = ended_retention
+        self._history_bytes = history_bytes
+        self._idle_retention = idle_retention
+        self.max_topics = max_topics
         #: True when a shared broker owns the topics and this registry only mirrors them.
         self.mirror = False
         self._epoch_factory = epoch_factory
         self._ended: deque[Topic] = deque()
+        #: stream topics with no subscriber, least recently active first
+        self._idle: OrderedDict[str, Topic] = OrderedDict()
+        #: topics dropped by ``idle_retention`` or evicted for room, for statistics
+        self.expired = 0
 
     def __iter__(self) -> Iterator[Topic]:
         return iter(self._topics.values())
@@ -191,19 +239,64 @@ class TopicRegistry:
     def get(self, name: str) -> Topic | None:
         return self._topics.get(name)
 
-    def _topic(self, name: str, now: float) -> Topic:
+    @property
+    def full(self) -> bool:
+        """True when a new topic could only be made by evicting one."""
+        return len(self._topics) >= self.max_topics
+
+    def _topic(self, name: str, now: float, *, evict: bool = False) -> Topic:
+        self.expire(now)
         topic = self._topics.get(name)
         if topic is None:
-            self._expire(now)
-            topic = Topic(validate_topic(name), self._epoch_factory(), self._history_size)
-            self._topics[name] = topic
+            validate_topic(name)
+            if self.full and not (evict and self._evict_one()):
+                raise TooManyTopics(int(self.max_topics))
+            topic = self._new(name, self._epoch_factory())
+            topic.active_at = now
         return topic
 
-    def _expire(self, now: float) -> None:
+    def _new(self, name: str, epoch: str) -> Topic:
+        topic = Topic(name, epoch, self._history_size, self._history_bytes)
+        self._topics[name] = topic
+        return topic
+
+    def _remove(self, topic: Topic) -> None:
+        if self._topics.get(topic.name) is topic:
+            del self._topics[topic.name]
+        if self._idle.get(topic.name) is topic:
+            del self._idle[topic.name]
+
+    def expire(self, now: float) -> None:
+        """Drop ended topics past ``ended_retention`` and idle streams past ``idle_retention``."""
         while self._ended and now - (self._ended[0].ended_at or 0.0) >= self._ended_retention:
-            topic = self._ended.popleft()
-            if self._topics.get(topic.name) is topic:
-                del self._topics[topic.name]
+            self._remove(self._ended.popleft())
+        idle = self._idle
+        while idle:
+            topic = next(iter(idle.values()))
+            if now - topic.active_at < self._idle_retention:
+                break
+            self._remove(topic)
+            self.expired += 1
+
+    def _evict_one(self) -> bool:
+        """Make room for one topic: the longest-idle stream, else the oldest ended topic."""
+        if self._idle:
+            self._remove(next(iter(self._idle.values())))
+        elif self._ended:
+            self._remove(self._ended.popleft())
+        else:
+            return False
+        self.expired += 1
+        return True
+
+    def _touch(self, topic: Topic, now: float) -> None:
+        """Note activity: a stream nobody follows is kept for ``idle_retention`` from now."""
+        topic.active_at = now
+        if topic.kind == "stream" and not topic.subscribers and not topic.ended and not self.mirror:
+            self._idle[topic.name] = topic
+            self._idle.move_to_end(topic.name)
+        elif self._idle.get(topic.name) is topic:
+            del self._idle[topic.name]
 
     def _forget_if_unused(self, topic: Topic) -> None:
         # A topic nobody wrote to and nobody follows carries no information: drop it, so that
@@ -212,8 +305,8 @@ class TopicRegistry:
         if topic.subscribers:
             return
         unused = self.mirror or (topic.kind is None and not topic.ended)
-        if unused and self._topics.get(topic.name) is topic:
-            del self._topics[topic.name]
+        if unused:
+            self._remove(topic)
 
     def write(self, name: str, kind: TopicKind, data: Any, now: float) -> tuple[int, list[Subscriber]]:
         """Append one write to topic ``name``.
@@ -224,31 +317,33 @@ class TopicRegistry:
         Raises:
             TopicEnded: the topic has ended.
             ValueError: the topic is of the other kind, or the name is invalid.
-            TypeError: ``data`` is not JSON-serializable.
+            TypeError: ``data`` is not JSON-serializable or nests too deep.
+            TooManyTopics: a new topic is needed and none can be evicted.
         """
-        topic = self._topic(name, now)
+        data_json = encode_data(data)  # before the topic exists: a refused write leaves nothing
+        topic = self._topic(name, now, evict=True)
         if topic.ended:
             raise TopicEnded(name)
         if topic.kind is not None and topic.kind != kind:
             verb = "publish" if topic.kind == "stream" else "set_state"
             raise ValueError(f"topic {name!r} is a {topic.kind} topic: use {verb}()")
-        try:
-            encoded = encode_event(name, topic.offset + 1, data)
-        except TypeError:
-            self._forget_if_unused(topic)
-            raise
         offset = topic.offset + 1
-        return offset, self._append(topic, kind, offset, encoded, data)
+        encoded = encode_event_json(name, offset, data_json)
+        slow = self._append(topic, kind, offset, encoded, data_json)
+        self._touch(topic, now)
+        return offset, slow
 
     @staticmethod
-    def _append(topic: Topic, kind: TopicKind, offset: int, encoded: str, data: Any) -> list[Subscriber]:
+    def _append(
+        topic: Topic, kind: TopicKind, offset: int, encoded: str, data_json: str | None
+    ) -> list[Subscriber]:
         topic.kind = kind
         topic.offset = offset
         state = kind == "state"
         if state:
-            topic.state, topic.has_state = data, True
+            topic.state_json = data_json
         else:
-            topic.history.append((offset, encoded))
+            topic.remember(offset, encoded)
         name = topic.name
         return [sub for sub in topic.subscribers if not sub.deliver(name, encoded, state=state)]
 
@@ -271,9 +366,8 @@ class TopicRegistry:
             return "duplicate", []
         if offset != topic.offset + 1 and kind == "stream":
             return "gap", []  # a state topic only needs its latest value: jumping ahead is fine
-        data = json.loads(data_json) if kind == "state" else None
         encoded = encode_event_json(name, offset, data_json)
-        return "applied", self._append(topic, kind, offset, encoded, data)
+        return "applied", self._append(topic, kind, offset, encoded, data_json)
 
     def apply_end(self, name: str, epoch: str, offset: int, now: float) -> Applied:
         """Apply a broker's ``end`` of a mirrored topic at ``offset``."""
@@ -313,15 +407,9 @@ class TopicRegistry:
             return []  # ended here and there: nothing to do
         subscribers = topic.subscribers
         new = self._install(snapshot, now)
-        reset = Reset(
-            topic=name,
-            epoch=new.epoch,
-            offset=new.offset,
-            kind=new.kind,
-            snapshot=new.state,
-            has_snapshot=new.has_state,
-            ended=new.ended,
-        ).to_json()
+        reset = Reset(topic=name, epoch=new.epoch, offset=new.offset, kind=new.kind, ended=new.ended).to_json(
+            snapshot_json=new.state_json
+        )
         for sub in subscribers:
             sub.deliver_reset(name, reset)
             if new.end_frame is not None:
@@ -338,7 +426,7 @@ class TopicRegistry:
             return []
         if snapshot.kind == "state" and snapshot.state_json is not None:
             encoded = encode_event_json(topic.name, snapshot.offset, snapshot.state_json)
-            return self._append(topic, "state", snapshot.offset, encoded, json.loads(snapshot.state_json))
+            return self._append(topic, "state", snapshot.offset, encoded, snapshot.state_json)
         events = [(offset, data) for offset, data in snapshot.history if offset > topic.offset]
         if snapshot.kind != "stream" or len(events) != missing or events[0][0] != topic.offset + 1:
             return None
@@ -350,16 +438,18 @@ class TopicRegistry:
 
     def _install(self, snapshot: TopicSnapshot, now: float) -> Topic:
         name = snapshot.name
-        topic = Topic(validate_topic(name), snapshot.epoch, self._history_size)
+        validate_topic(name)
+        old = self._topics.get(name)
+        if old is not None:
+            self._remove(old)
+        topic = self._new(name, snapshot.epoch)
         topic.kind, topic.offset = snapshot.kind, snapshot.offset
-        if snapshot.state_json is not None:
-            topic.state, topic.has_state = json.loads(snapshot.state_json), True
+        topic.state_json = snapshot.state_json
         for offset, data_json in snapshot.history:
-            topic.history.append((offset, encode_event_json(name, offset, data_json)))
+            topic.remember(offset, encode_event_json(name, offset, data_json))
         if snapshot.ended:
             topic.ended_at = now
             topic.end_frame = End(name, topic.offset).to_json()
-        self._topics[name] = topic
         return topic
 
     def drop(self, name: str) -> None:
@@ -374,12 +464,13 @@ class TopicRegistry:
         Returns:
             The offset the topic ended at.
         """
-        topic = self._topic(name, now)
+        topic = self._topic(name, now, evict=True)
         if topic.ended:
             return topic.offset
         topic.ended_at = now
         topic.end_frame = End(name, topic.offset).to_json()
         self._ended.append(topic)
+        self._touch(topic, now)
         subscribers, topic.subscribers = list(topic.subscribers), {}
         for sub in subscribers:
             sub.deliver_end(name, topic.end_frame)
@@ -404,6 +495,9 @@ class TopicRegistry:
         ``reset`` (the resume point is from another epoch or older than history). Replayed
         events follow; for an ended topic, its ``end`` frame closes the list and ``sub`` is not
         registered.
+
+        Raises:
+            TooManyTopics: ``name`` is new and the registry is full (nothing is evicted for it).
         """
         topic = self._topic(name, now)
         replay: list[str] | None = None
@@ -421,12 +515,10 @@ class TopicRegistry:
                 epoch=topic.epoch,
                 offset=topic.offset,
                 kind=topic.kind,
-                snapshot=topic.state,
-                has_snapshot=topic.has_state,
                 replayed=len(replay),
                 ended=topic.ended,
                 ref=ref,
-            ).to_json(),
+            ).to_json(snapshot_json=topic.state_json),
             *replay,
         ]
         if topic.end_frame is not None:
@@ -435,13 +527,18 @@ class TopicRegistry:
                 self._forget_if_unused(topic)
         else:
             topic.subscribers[sub] = None
+            self._touch(topic, now)
         return frames
 
-    def unsubscribe(self, name: str, sub: Subscriber) -> bool:
-        """Remove ``sub`` from ``name``; False if it was not subscribed."""
+    def unsubscribe(self, name: str, sub: Subscriber, *, now: float) -> bool:
+        """Remove ``sub`` from ``name``; False if it was not subscribed.
+
+        If that was the last subscriber, the topic's idle retention starts at ``now``.
+        """
         topic = self._topics.get(name)
         if topic is None or sub not in topic.subscribers:
             return False
         del topic.subscribers[sub]
+        self._touch(topic, now)
         self._forget_if_unused(topic)
         return True
