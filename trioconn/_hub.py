@@ -474,6 +474,8 @@ class Hub:
             TypeError: ``data`` is not JSON-serializable.
             ValueError: invalid topic name, or ``topic`` is a state topic.
             TopicEnded: the topic has ended.
+            TooManyTopics: a new topic is needed, the hub holds ``max_topics`` and none of them
+                can be dropped (each is followed or holds state).
             HubStopped: the hub has been closed.
             RuntimeError: the broker cannot write without waiting (``RedisBroker``): use
                 ``await publish``. There is deliberately no hidden queue that could lose writes.
