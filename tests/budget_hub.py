@@ -1,4 +1,4 @@
-"""A hub process for the abuse tests: ``python -m tests.abuse_hub SEND_TIMEOUT``.
+"""A hub process for the abuse tests: ``python -m tests.budget_hub SEND_TIMEOUT``.
 
 Default settings but ``send_timeout``; topic ``logs`` holds 2000 events of ~230 B and state topic
 ``big`` a 60 KB value. Serves on 127.0.0.1 port 0, prints the port, and runs until its standard
