@@ -1,7 +1,7 @@
 """Attacks on the hub's memory, against a hub in its own process, measured with /proc RSS.
 
 Each case is a client that asks for more than it reads (or sends garbage) over real TCP on
-127.0.0.1, while a healthy client keeps being served. The hub runs ``tests.budget_hub.py``:
+127.0.0.1, while a healthy client keeps being served. The hub runs ``tests/budget_hub.py``:
 default settings except ``send_timeout`` (2 s instead of 10, to keep the module short). Bounds
 asserted: the hub's RSS growth, the time until the attacker is closed, the healthy client's
 worst answer time, and no traceback in the hub's log. Before the memory budget, the first case
@@ -39,7 +39,7 @@ def rss_mb(pid: int) -> float:
 
 @asynccontextmanager
 async def hub_process(log: Path) -> AsyncIterator[tuple[int, int]]:
-    """Run ``tests.budget_hub.py``; yields (port, pid). Its log goes to ``log``."""
+    """Run ``tests/budget_hub.py``; yields (port, pid). Its log goes to ``log``."""
     with log.open("wb") as err:
         proc = await trio.lowlevel.open_process(
             [sys.executable, "-m", "tests.budget_hub", str(SEND_TIMEOUT)],
