@@ -219,3 +219,31 @@ def test_an_answer_counts_once_against_the_event_limit_and_keeps_its_order():
     rest = box.take(10**9)
     assert rest == [f"r{i}" for i in range(12, 100)] + ["live"]
     assert box.bytes == 0
+
+
+async def test_pauses_are_forgiven_once_the_client_has_caught_up(autojump_clock):
+    # Five rounds of resuming large replays, each pausing the client's requests for ~3 s: 15 s in
+    # all, more than send_timeout, but the client caught up in between, so it is never closed.
+    hub = Hub(outbox_bytes=BUDGET, send_timeout=10)
+    topics = [f"logs/{i}" for i in range(4)]
+    for topic in topics:
+        stream_topic(hub, topic, events=500)
+    async with trio.open_nursery() as nursery:
+        ws, throttled = await attacker(nursery, hub)
+        throttled.rate = 100_000
+        start = trio.current_time()
+        for _ in range(5):
+            for topic in topics:
+                await ws.send_message(json.dumps({"type": "subscribe", "topic": topic, "last": 500}))
+            events = 0
+            while events < 4 * 500:
+                message = json.loads(await ws.get_message())
+                for frame in message["frames"] if message["type"] == "batch" else [message]:
+                    events += frame["type"] == "event"
+                    if frame["type"] == "ping":
+                        await ws.send_message(json.dumps({"type": "pong", "id": frame["id"]}))
+            for topic in topics:
+                await ws.send_message(json.dumps({"type": "unsubscribe", "topic": topic}))
+        assert trio.current_time() - start > 15
+        assert hub.statistics().disconnects == {}
+        nursery.cancel_scope.cancel()
