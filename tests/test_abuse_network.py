@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 import struct
 import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 
 import h11
 import pytest
 import trio
 import trio.testing
+import trio_websocket
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessage
 
@@ -121,6 +124,7 @@ GOOD_KEY = b"Sec-WebSocket-Key: " + KEY
         ),
         pytest.param(b"GET / HTTP/1.0\r\n" + UPGRADE + GOOD_KEY, 400, id="http-1.0"),
         pytest.param(b"POST / HTTP/1.1\r\n" + UPGRADE + GOOD_KEY, 400, id="post"),
+        pytest.param(b"GET / HTTP/1.1\r\n" + UPGRADE + b"X-Big: " + b"a" * 20_000, 400, id="header-over-16k"),
         pytest.param(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 400, id="tls-to-plain-port"),
     ],
 )
@@ -411,3 +415,38 @@ async def test_a_handshake_completing_during_shutdown_is_refused_and_serve_retur
             with trio.fail_after(2):
                 await returned.wait()
         assert hub.statistics().connections == 0
+
+
+# -- TLS: the same front end over trio.SSLStream ------------------------------------------------------------
+
+
+@pytest.fixture
+def tls():
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server)
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    return server, client
+
+
+async def test_tls_clients_are_served_and_silent_tls_sockets_closed_at_the_handshake_timeout(tls, caplog):
+    caplog.set_level(logging.INFO)
+    server_context, client_context = tls
+    hub = Hub(handshake_timeout=0.5)
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(partial(hub.serve, "127.0.0.1", 0, ssl_context=server_context))
+        silent = await trio.open_tcp_stream("127.0.0.1", port)  # never sends a ClientHello
+        async with silent:
+            start = trio.current_time()
+            async with trio_websocket.open_websocket("127.0.0.1", port, "/", use_ssl=client_context) as ws:
+                assert json.loads(await ws.get_message())["type"] == "welcome"
+                (conn,) = hub._connections.values()
+                assert conn._writer is None  # the direct write path is for plain TCP only
+            assert await read_until_eof(silent, seconds=1) == b""
+            assert 0.4 < trio.current_time() - start < 1
+        await trio.testing.wait_all_tasks_blocked()
+        assert hub.statistics().disconnects["handshake-timeout"] == 1
+        nursery.cancel_scope.cancel()
+    no_tracebacks(caplog)

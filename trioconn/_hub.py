@@ -116,7 +116,7 @@ class HubConfig:
     send_timeout: float = attrs.field(default=10.0, validator=_positive("send_timeout"))
     drain_timeout: float = attrs.field(default=5.0, validator=_positive("drain_timeout"))
     handshake_timeout: float = attrs.field(default=10.0, validator=_positive("handshake_timeout"))
-    max_handshakes: int = attrs.field(default=256, validator=_positive_int("max_handshakes"))
+    max_handshakes: int = attrs.field(default=1024, validator=_positive_int("max_handshakes"))
     max_sockets: int | None = attrs.field(default=None)
     ended_retention: float = attrs.field(default=300.0, validator=_positive("ended_retention"))
     max_connections: int | None = attrs.field(default=None)
@@ -206,7 +206,7 @@ class Hub:
         send_timeout: float = 10.0,
         drain_timeout: float = 5.0,
         handshake_timeout: float = 10.0,
-        max_handshakes: int = 256,
+        max_handshakes: int = 1024,
         max_sockets: int | None = None,
         ended_retention: float = 300.0,
         max_connections: int | None = None,

@@ -290,15 +290,17 @@ class _Throttled:
 
     def __init__(self, what: str) -> None:
         self._what = what
-        self._count = 0
+        self._suppressed = 0
         self._last = -math.inf
 
     def hit(self, detail: str) -> None:
-        self._count += 1
         now = trio.current_time()
-        if now - self._last >= REPORT_INTERVAL:
-            logger.warning("%s: %s (%d times since the last such line)", self._what, detail, self._count)
-            self._last, self._count = now, 0
+        if now - self._last < REPORT_INTERVAL:
+            self._suppressed += 1
+            return
+        more = f" ({self._suppressed} more since the last such line)" if self._suppressed else ""
+        logger.warning("%s: %s%s", self._what, detail, more)
+        self._last, self._suppressed = now, 0
 
 
 async def accept_loop(
