@@ -111,7 +111,9 @@ class ServerProtocol(WSConnection):
     close frame carrying wsproto's code and reason, then the socket closes, as RFC 6455 7.1.7
     allows ("Fail the WebSocket Connection").
 
-    It also remembers the HTTP status wsproto answered a bad handshake with (``refused``).
+    It also remembers the HTTP status wsproto answered a bad handshake with (``refused``), and
+    puts the bytes the direct writer left pending in front of what trio-websocket sends
+    (``send_first``; see ``_writer.py``).
     """
 
     def __init__(self) -> None:
@@ -120,6 +122,8 @@ class ServerProtocol(WSConnection):
         self.refused: int | None = None
         #: the close code of a protocol failure of the client's, if there was one
         self.failed: int | None = None
+        #: bytes that must precede anything sent (see ``_writer.py``), set by the direct writer
+        self.send_first: Callable[[], bytes] | None = None
 
     @property
     def state(self) -> ConnectionState:
@@ -134,6 +138,12 @@ class ServerProtocol(WSConnection):
         h11_connection = getattr(self.handshake, "_h11_connection", None)
         version = getattr(h11_connection, "their_http_version", None)
         return version if isinstance(version, bytes) else None
+
+    def send(self, event: Event) -> bytes:
+        data = super().send(event)
+        if self.send_first is not None:
+            data = self.send_first() + data
+        return data
 
     def receive_data(self, data: bytes | None) -> None:
         try:
