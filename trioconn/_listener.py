@@ -13,8 +13,8 @@ that a socket counts from the moment it is accepted, not from the end of its han
   system calls per attempt and send the client straight back to retry). When ``accept`` fails
   because the process is out of descriptors or memory (``EMFILE``, ``ENFILE``, ``ENOBUFS``,
   ``ENOMEM``) the loop pauses briefly — until one of its sockets closes, at most ``ACCEPT_PAUSE``
-  — and logs one line when this starts, at most one per ``REPORT_INTERVAL`` while it lasts and
-  one when accepting works again: never a traceback per attempt.
+  — and logs at most one line per ``REPORT_INTERVAL``, with a count: never a traceback per
+  attempt. A full gate is logged the same way.
 - Each accepted socket runs ``serve_stream`` in the hub's handler nursery: optional TLS, then
   trio-websocket's ``WebSocketConnection`` on the stream, whose upgrade request must arrive
   within ``handshake_timeout``. ``serve_stream`` is also what ``Hub.serve_stream`` runs for
@@ -28,7 +28,9 @@ that a socket counts from the moment it is accepted, not from the end of its han
   over 125 bytes or fragmented, an unmasked client frame) makes wsproto report a close with
   1002 or 1007 but trio-websocket then closes the socket without a close frame.
   ``ServerProtocol`` makes trio-websocket answer it like a close the client started, so the
-  client gets a close frame with wsproto's code and reason before the socket closes.
+  client gets a close frame with wsproto's code and reason before the socket closes. (If a
+  direct write left part of a frame unsent, ``ServerProtocol`` sends that first: see
+  ``_writer.py``.)
 
 Two private parts of trio-websocket are used, as its own ``serve_websocket`` does:
 ``WebSocketConnection._reader_task`` and ``_get_request`` (``wrap_server_stream`` in three lines,
@@ -98,7 +100,6 @@ class Refusal:
 
     status: int
     reason: str
-    headers: tuple[tuple[bytes, bytes], ...] = ()
 
 
 class ServerProtocol(WSConnection):
@@ -224,9 +225,7 @@ async def serve_stream(
                         "bad handshake from %s: HTTP %d %s", remote(ws), refusal.status, refusal.reason
                     )
                     with trio.move_on_after(CLOSE_TIMEOUT):
-                        await request.reject(
-                            refusal.status, extra_headers=list(refusal.headers), body=refusal.reason.encode()
-                        )
+                        await request.reject(refusal.status, body=refusal.reason.encode())
                 else:
                     try:
                         await handle(request)
@@ -367,6 +366,9 @@ async def _counted(
 
     try:
         await serve(stream, handshake_over)
+    except Exception:
+        # A bug, in trioconn or trio-websocket: it ends this client, not the server.
+        logger.exception("serving a client failed")
     finally:
         handshake_over()
         gate.closed()
