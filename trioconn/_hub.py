@@ -439,10 +439,10 @@ class Hub:
                 return
             # From here to conn.run() nothing awaits: the group cannot start closing in between.
             conn = ServerConnection(self, ws, secrets.token_urlsafe(12), identity, info.remote)
-            self._connections[conn.session] = conn
             self._all.add(conn)
             group.add(conn)
             conn.groups = (self._all, group)
+            self._connections[conn.session] = conn
             self._accepted += 1
             logger.info("connection %s opened from %s", conn.session, info.remote)
             await conn.run()
