@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import trio
 
 from trioconn import BrokerUnavailable, Hub, MemoryBroker
 from trioconn._outbox import Outbox
@@ -150,3 +151,46 @@ def test_importing_trioconn_needs_neither_coredis_nor_redis():
     code = "import sys, trioconn; print(sorted({'coredis', 'redis'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+class CountingBroker(MemoryBroker):
+    """Records every run of its task: which holder's nursery it ran in, and whether it is running."""
+
+    def __init__(self):
+        super().__init__()
+        self.runs = 0
+        self.running = False
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED):
+        self.runs += 1
+        self.running = True
+        try:
+            task_status.started()
+            await trio.sleep_forever()
+        finally:
+            self.running = False
+
+
+async def test_the_broker_runs_while_any_holder_is_left_and_moves_when_its_host_ends(autojump_clock):
+    broker = CountingBroker()
+    hub = Hub(broker=broker)
+    first, second = trio.CancelScope(), trio.CancelScope()
+    ended = {"first": trio.Event(), "second": trio.Event()}
+
+    async def hold(scope, name, *, task_status=trio.TASK_STATUS_IGNORED):
+        with scope:
+            async with hub.running():
+                task_status.started()
+                await trio.sleep_forever()
+        ended[name].set()
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(hold, first, "first")
+        await nursery.start(hold, second, "second")
+        assert broker.runs == 1 and broker.running  # one task for both holders
+        first.cancel()
+        await ended["first"].wait()
+        assert broker.runs == 2 and broker.running  # moved into the second holder's nursery
+        second.cancel()
+        await ended["second"].wait()
+        assert not broker.running

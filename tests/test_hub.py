@@ -37,6 +37,9 @@ async def subscribe(client, topic, **extra):
         ({"history_size": 0}, "positive"),
         ({"outbox_size": 1.5}, "must be an int"),
         ({"max_connections": 0}, "positive"),
+        ({"max_handshakes": 0}, "positive"),
+        ({"max_sockets": 0}, "positive"),
+        ({"max_sockets": 2.5}, "must be an int"),
         ({"send_timeout": "3"}, "must be a number"),
         ({"allowed_origins": "https://a.example"}, "collection"),
         ({"authenticate": 5}, "callable"),
@@ -500,6 +503,16 @@ async def test_authorize_decides_subscribe_and_publish_per_identity(autojump_clo
         assert await admin.recv() == {"type": "published", "topic": "public/news", "offset": 1, "ref": 3}
         assert (await guest.recv())["data"] == "hi"
         assert [s.identity for s in hub.statistics().sessions] == ["guest", "admin"]
+
+
+async def test_a_client_silent_after_connecting_is_dropped_at_the_handshake_timeout(autojump_clock):
+    hub = Hub(handshake_timeout=3)
+    client_stream, server_stream = trio.testing.memory_stream_pair()
+    start = trio.current_time()
+    await hub.serve_stream(server_stream)  # returns once the socket is given up
+    assert trio.current_time() - start == pytest.approx(3)
+    assert await client_stream.receive_some() == b""  # closed, no answer
+    assert hub.statistics().disconnects == {"handshake-timeout": 1}
 
 
 async def test_connection_limit_closes_extra_clients_with_1013(autojump_clock):

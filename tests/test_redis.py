@@ -26,7 +26,7 @@ import trio_websocket
 
 from trioconn import Backoff, BrokerUnavailable, Hub, TopicEnded
 
-from .conftest import RawClient
+from .conftest import RawClient, memory_client
 
 pytestmark = [
     pytest.mark.redis,
@@ -343,6 +343,59 @@ async def served_hub(url: str, **hub_options) -> AsyncIterator[tuple[Hub, int]]:
         port = await nursery.start(hub.serve, "127.0.0.1", 0)
         yield hub, port
         nursery.cancel_scope.cancel()
+
+
+async def test_cancelling_one_of_two_serve_calls_leaves_the_broker_running_for_the_other(redis_server):
+    from trioconn.redis import RedisBroker
+
+    hub = Hub(broker=RedisBroker(redis_server.url, timeout=1, backoff=Backoff(base=0.05, cap=0.2), block=0.5))
+    first, first_done = trio.CancelScope(), trio.Event()
+
+    async def serve_first(*, task_status=trio.TASK_STATUS_IGNORED):
+        with first:
+            await hub.serve("127.0.0.1", 0, task_status=task_status)
+        first_done.set()
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(serve_first)
+        port = await nursery.start(hub.serve, "127.0.0.1", 0)
+        async with ws_client(port) as client:
+            await subscribe(client, "t")
+            assert await hub.publish("t", 1) == 1
+            first.cancel()
+            with trio.fail_after(5):
+                await first_done.wait()
+            assert await hub.publish("t", 2) == 2  # the second serve still holds the broker
+            assert await publish_from_worker(redis_server.url, "t", 3) == 5  # and its follower runs
+            with trio.fail_after(5):
+                assert [(await client.recv())["offset"] for _ in range(5)] == [1, 2, 3, 4, 5]
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_running_block_keeps_the_broker_after_a_serve_inside_it_ends(redis_server):
+    from trioconn.redis import RedisBroker
+
+    hub = Hub(broker=RedisBroker(redis_server.url, timeout=1, backoff=Backoff(base=0.05, cap=0.2), block=0.5))
+    async with hub.running():
+        async with trio.open_nursery() as nursery:
+            await nursery.start(hub.serve, "127.0.0.1", 0)
+            nursery.cancel_scope.cancel()
+        assert await hub.publish("t", "still running") == 1
+
+
+async def test_the_broker_stopped_and_started_again_delivers_what_was_written_in_between(redis_server):
+    from trioconn.redis import RedisBroker
+
+    hub = Hub(broker=RedisBroker(redis_server.url, timeout=1, backoff=Backoff(base=0.05, cap=0.2), block=0.5))
+    async with memory_client(hub) as client:
+        await client.recv_type("welcome")
+        async with hub.running():
+            await subscribe(client, "t")
+        # No serve, no running(): nothing follows the firehose while another process writes.
+        assert await publish_from_worker(redis_server.url, "t", 3) == 3
+        async with hub.running():
+            with trio.fail_after(5):
+                assert [(await client.recv())["offset"] for _ in range(3)] == [1, 2, 3]
 
 
 async def test_redis_restart_without_persistence_keeps_clients_and_sends_reset(redis_server, caplog):

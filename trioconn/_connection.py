@@ -346,6 +346,8 @@ class ServerConnection:
         reason = (closed.reason or "") if closed is not None else ""
         if code == 1009:
             cause = "frame-too-big"  # trio-websocket closed it for us: max_message_size
+        elif code in _PROTOCOL_FAILURES:
+            cause = _PROTOCOL_FAILURES[code]  # wsproto could not parse the client's frames
         elif code == 1006:
             cause = "connection-lost"
         else:
@@ -491,6 +493,12 @@ class ServerConnection:
     def slow_consumer(self) -> None:
         """The outbox overflowed: close without draining so the client resumes from history."""
         self.close(4001, "slow consumer: outbox full", "slow-consumer", drain=False)
+
+
+#: Close codes of a connection that failed because of its frames (wsproto's ParseFailed; the
+#: front end answers them with a close frame carrying the code). A client that itself closes
+#: with one of them reports a protocol error too, and is counted the same way.
+_PROTOCOL_FAILURES = {1002: "protocol-error", 1007: "invalid-utf8"}
 
 
 def _message(frames: list[str]) -> str:

@@ -26,6 +26,8 @@ import trio
 import trio.testing
 import trio_websocket
 
+from ._groups import unwrap_group
+
 __all__ = ["FaultProxy", "FaultyLink", "MemoryLink", "open_fault_proxy", "open_memory_link"]
 
 _CHUNK = 65536
@@ -221,13 +223,14 @@ async def open_fault_proxy(
     if isinstance(target_port, bool) or not isinstance(target_port, int) or not 0 < target_port < 65536:
         raise ValueError(f"target_port must be an int from 1 to 65535, got {target_port!r}")
     proxy = FaultProxy(target_host, target_port)
-    async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(partial(trio.serve_tcp, proxy._handle, 0, host=host))
-        proxy.port = listeners[0].socket.getsockname()[1]
-        try:
-            yield proxy
-        finally:
-            nursery.cancel_scope.cancel()
+    with unwrap_group():  # the caller's own exception comes out as itself
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(partial(trio.serve_tcp, proxy._handle, 0, host=host))
+            proxy.port = listeners[0].socket.getsockname()[1]
+            try:
+                yield proxy
+            finally:
+                nursery.cancel_scope.cancel()
 
 
 class MemoryLink(FaultyLink):
@@ -295,9 +298,10 @@ async def open_memory_link(serve: Callable[[trio.abc.Stream], Awaitable[None]]) 
     """An in-memory, fault-injecting link to ``serve`` (e.g. ``hub.serve_stream``) for the block."""
     if not callable(serve):
         raise TypeError("serve must be an async callable taking a trio stream, e.g. hub.serve_stream")
-    async with trio.open_nursery() as nursery:
-        link = MemoryLink(nursery, serve)
-        try:
-            yield link
-        finally:
-            nursery.cancel_scope.cancel()
+    with unwrap_group():  # the caller's own exception comes out as itself
+        async with trio.open_nursery() as nursery:
+            link = MemoryLink(nursery, serve)
+            try:
+                yield link
+            finally:
+                nursery.cancel_scope.cancel()

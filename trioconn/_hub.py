@@ -2,17 +2,22 @@
 
 Theory of operation
 -------------------
-``Hub.serve`` runs trio-websocket's server; each accepted client becomes a ``ServerConnection``
-whose nursery lives inside the serving task, so cancelling ``serve`` ends every connection (each
-sends 1001 on its way out). The handshake is where policy applies: origin, authentication and the
-connection limit are checked before any connection state exists.
+``Hub.serve`` accepts sockets itself (``_listener.py``: counted from accept, limited before the
+handshake, bad requests answered there) and hands each valid upgrade request to
+``_handle_request``; each accepted client becomes a ``ServerConnection`` whose nursery lives
+inside the serving task, so cancelling ``serve`` ends every connection (each sends 1001 on its way
+out). The handshake is where policy applies: origin, authentication and the connection limit are
+checked before any connection state exists. A ``serve`` call that is shutting down refuses the
+handshakes that complete meanwhile (503), so its shutdown waits only for the connections it had.
 
 Publishing goes through the hub's ``Broker``. With the default ``MemoryBroker`` it is synchronous
 underneath: ``publish_nowait`` writes to the topic registry, which encodes the event once and
 appends it to each subscriber's outbox. Publishers never wait for subscribers; a subscriber that
 cannot keep up is closed with 4001 and resumes from history. With a shared broker (Redis, see
-``docs/scaling.md``) ``await publish`` stores the write there and the broker's task, which runs
-inside ``serve`` or ``running()``, applies every process's writes to this hub's registry.
+``docs/scaling.md``) ``await publish`` stores the write there and the broker's task applies every
+process's writes to this hub's registry. That task runs while at least one ``serve`` or
+``running()`` holds it (``_BrokerRunner``): it lives in the nursery of one of them, and moves to
+another holder's nursery when that one ends.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import inspect
 import logging
 import math
 import secrets
+import ssl
 import urllib.parse
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
@@ -35,6 +41,9 @@ import trio_websocket
 from ._broker import Broker, MemoryBroker
 from ._connection import CLOSE_TIMEOUT, ConnectionStatistics, ServerConnection
 from ._exceptions import HandshakeRejected, HubStopped
+from ._groups import unwrap_group
+from ._listener import SocketGate, open_listeners, remote, serve_listeners
+from ._listener import serve_stream as serve_one_stream
 from ._threads import HubThreadHandle
 from ._topics import Subscriber, TopicRegistry, TopicStatistics
 
@@ -111,6 +120,8 @@ class HubConfig:
     send_timeout: float = attrs.field(default=10.0, validator=_positive("send_timeout"))
     drain_timeout: float = attrs.field(default=5.0, validator=_positive("drain_timeout"))
     handshake_timeout: float = attrs.field(default=10.0, validator=_positive("handshake_timeout"))
+    max_handshakes: int = attrs.field(default=1024, validator=_positive_int("max_handshakes"))
+    max_sockets: int | None = attrs.field(default=None)
     ended_retention: float = attrs.field(default=300.0, validator=_positive("ended_retention"))
     max_connections: int | None = attrs.field(default=None)
     max_subscriptions: int = attrs.field(default=1000, validator=_positive_int("max_subscriptions"))
@@ -129,6 +140,8 @@ class HubConfig:
             )
         if self.max_connections is not None:
             _positive_int("max_connections")(None, None, self.max_connections)
+        if self.max_sockets is not None:
+            _positive_int("max_sockets")(None, None, self.max_sockets)
 
 
 @attrs.frozen
@@ -142,6 +155,10 @@ class HubStatistics:
     topics: Mapping[str, TopicStatistics]
     #: topics dropped after ``idle_retention`` or evicted to stay within ``max_topics``
     topics_expired: int = 0
+    #: open TCP sockets of ``serve``, from accept to close (handshakes and connections)
+    sockets: int = 0
+    #: of those, the ones whose upgrade request has not arrived yet
+    handshaking: int = 0
 
 
 class Hub:
@@ -165,7 +182,14 @@ class Hub:
         max_batch_bytes: about how much one outgoing message carries when frames are queued.
         send_timeout: a single send that takes longer closes the connection with 4001.
         drain_timeout: how long a graceful close (1000, 1001) may take to flush queued frames.
-        handshake_timeout: how long a client may take to complete the opening handshake.
+        handshake_timeout: how long a client may take, from accept, to send its upgrade request
+            (TLS included); then the socket is closed.
+        max_handshakes: at most this many accepted sockets may be waiting for their upgrade
+            request; beyond it ``serve`` stops accepting and new clients wait in the kernel's
+            listen backlog until one finishes or times out.
+        max_sockets: at most this many sockets in all (handshakes, connections, closing ones);
+            beyond it ``serve`` stops accepting in the same way. None: limited only by the
+            process's descriptors (running out pauses accepts briefly, logged once per 10 s).
         ended_retention: seconds an ended topic is kept so late subscribers see its end.
         max_connections: beyond this many, new clients are accepted and closed with 1013.
         max_subscriptions: per connection.
@@ -200,6 +224,8 @@ class Hub:
         send_timeout: float = 10.0,
         drain_timeout: float = 5.0,
         handshake_timeout: float = 10.0,
+        max_handshakes: int = 1024,
+        max_sockets: int | None = None,
         ended_retention: float = 300.0,
         max_connections: int | None = None,
         max_subscriptions: int = 1000,
@@ -224,6 +250,8 @@ class Hub:
             send_timeout=send_timeout,
             drain_timeout=drain_timeout,
             handshake_timeout=handshake_timeout,
+            max_handshakes=max_handshakes,
+            max_sockets=max_sockets,
             ended_retention=ended_retention,
             max_connections=max_connections,
             max_subscriptions=max_subscriptions,
@@ -242,7 +270,8 @@ class Hub:
             raise TypeError(f"broker must be a trioconn Broker, not {type(broker).__name__}")
         self._broker: Broker = MemoryBroker() if broker is None else broker
         self._broker.bind(self._registry, self._slow_consumer)
-        self._broker_running = False
+        self._broker_runner = _BrokerRunner(self._broker)
+        self._gate = SocketGate(self.config.max_handshakes, self.config.max_sockets)
         self._connections: dict[str, ServerConnection] = {}
         self._disconnects: Counter[str] = Counter()
         self._accepted = 0
@@ -258,14 +287,19 @@ class Hub:
         host: str,
         port: int,
         *,
-        ssl_context: Any = None,
+        ssl_context: ssl.SSLContext | None = None,
         task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Accept WebSocket clients on ``host:port`` until cancelled or ``aclose()``.
 
         Use ``port = await nursery.start(hub.serve, host, 0)``: the bound port comes back through
         ``task_status``. Cancelling this task closes every connection with 1001. A hub can be
-        served again after ``serve`` returns (its topics stay); not after ``aclose()``.
+        served again after ``serve`` returns (its topics stay), and served on several ports at
+        once; not after ``aclose()``.
+
+        Raises:
+            OSError: the address cannot be bound (e.g. the port is in use), or accepting failed
+                for a reason other than running out of descriptors or memory.
         """
         if not isinstance(host, str):
             raise TypeError(f"host must be a str, not {type(host).__name__}")
@@ -273,32 +307,50 @@ class Hub:
             raise ValueError(f"port must be an int from 0 to 65535, got {port!r}")
         self._check_running()
         config = self.config
-
-        async def listen(outer: trio.Nursery, handlers: trio.Nursery, group: _Group) -> None:
-            server = await outer.start(
-                partial(
-                    trio_websocket.serve_websocket,
-                    partial(self._handle_request, group=group),
-                    host,
-                    port,
-                    ssl_context,
-                    handler_nursery=handlers,
-                    max_message_size=config.max_frame_size,
-                    connect_timeout=config.handshake_timeout,
-                    disconnect_timeout=CLOSE_TIMEOUT,
+        listeners = await open_listeners(host, port)
+        try:
+            ports = {listener.socket.getsockname()[1] for listener in listeners}
+            if len(ports) != 1:
+                raise RuntimeError(
+                    f"{host!r} resolved to several addresses that got different ports {sorted(ports)}: "
+                    "give a numeric address, or a port other than 0"
                 )
-            )
-            logger.info("serving on %s:%d", host, server.port)
-            task_status.started(server.port)
-            await trio.sleep_forever()
+            (bound,) = ports
 
-        with trio.CancelScope() as scope:
-            self._serve_scopes.add(scope)
-            try:
-                async with self.running():
-                    await self._run_guarded(listen)
-            finally:
-                self._serve_scopes.discard(scope)
+            async def listen(outer: trio.Nursery, handlers: trio.Nursery, group: _Group) -> None:
+                outer.start_soon(
+                    partial(
+                        serve_listeners,
+                        listeners,
+                        self._gate,
+                        handlers,
+                        partial(self._handle_request, group=group),
+                        self._count,
+                        ssl_context=ssl_context,
+                        handshake_timeout=config.handshake_timeout,
+                        max_message_size=config.max_frame_size,
+                    )
+                )
+                logger.info("serving on %s:%d", host, bound)
+                task_status.started(bound)
+                try:
+                    await trio.sleep_forever()
+                finally:
+                    # Let go of the port at once (it can be served again while we shut down);
+                    # the accept loops end.
+                    for listener in listeners:
+                        await trio.aclose_forcefully(listener)
+
+            with trio.CancelScope() as scope:
+                self._serve_scopes.add(scope)
+                try:
+                    async with self.running():
+                        await self._run_guarded(listen)
+                finally:
+                    self._serve_scopes.discard(scope)
+        finally:
+            for listener in listeners:
+                await trio.aclose_forcefully(listener)
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Hub]:
@@ -310,27 +362,25 @@ class Hub:
             async with hub.running():
                 await hub.publish("jobs/42", {"pct": 10})
 
-        If the broker is already running (an enclosing ``running()`` or ``serve``), the block
-        just uses it. With the default ``MemoryBroker`` there is nothing to run.
+        The broker runs while at least one ``running()`` block or ``serve`` call is active,
+        whichever ends first. With the default ``MemoryBroker`` there is nothing to run.
+        An exception raised in the block comes out of it unchanged.
         """
         self._check_running()
-        if self._broker_running:
-            yield self
-            return
-        async with trio.open_nursery() as nursery:
-            await nursery.start(self._broker.run)
-            self._broker_running = True
-            try:
-                yield self
-            finally:
-                self._broker_running = False
-                nursery.cancel_scope.cancel()
+        with unwrap_group():
+            async with trio.open_nursery() as nursery:
+                await self._broker_runner.hold(nursery)
+                try:
+                    yield self
+                finally:
+                    await self._broker_runner.release(nursery, hand_over=not self._stopping)
 
     async def serve_stream(self, stream: trio.abc.Stream) -> None:
         """Serve one already-connected stream (e.g. one end of ``trio.testing.memory_stream_pair``).
 
         Returns when that connection has ended. This is what in-memory tests use: no sockets,
-        and it runs under ``trio.testing.MockClock``. Cancelling it closes with 1001.
+        and it runs under ``trio.testing.MockClock``. The handshake is checked as ``serve``
+        checks it. Cancelling it closes with 1001.
         """
         self._check_running()
 
@@ -339,13 +389,13 @@ class Hub:
 
             async def handle() -> None:
                 try:
-                    request = None
-                    with trio.move_on_after(self.config.handshake_timeout):
-                        request = await trio_websocket.wrap_server_stream(
-                            handlers, stream, max_message_size=self.config.max_frame_size
-                        )
-                    if request is not None:
-                        await self._handle_request(request, group=group)
+                    await serve_one_stream(
+                        stream,
+                        partial(self._handle_request, group=group),
+                        self._count,
+                        handshake_timeout=self.config.handshake_timeout,
+                        max_message_size=self.config.max_frame_size,
+                    )
                 finally:
                     done.set()
 
@@ -364,33 +414,43 @@ class Hub:
 
         trio-websocket's reader task lives in the handler nursery; if a cancellation killed it,
         no close handshake could complete and every connection would wait out its close
-        timeout. Instead, when ``body`` ends for any reason (cancellation included), the
-        connections it started are closed gracefully with 1001 — queued frames first, each
-        bounded by ``drain_timeout`` and the close timeout — and only then is the handler nursery
-        cancelled (which also ends handshakes still in progress).
+        timeout. Instead, when ``body`` ends for any reason (cancellation included), accepting
+        stops, the connections it started are closed gracefully with 1001 — queued frames first,
+        each bounded by ``drain_timeout`` and the close timeout — while handshakes that complete
+        meanwhile are refused with 503, and only then is the handler nursery cancelled (which
+        also ends handshakes still in progress). Every step is bounded.
         """
         group = _Group()
-        async with trio.open_nursery() as outer:
-            handlers, handlers_scope = await outer.start(_shielded_nursery)
-            try:
-                await body(outer, handlers, group)
-            finally:
-                with trio.CancelScope(shield=True):
-                    await group.close_all()
-                handlers_scope.cancel()
+        with unwrap_group():
+            async with trio.open_nursery() as outer:
+                handlers, handlers_scope = await outer.start(_shielded_nursery)
+                try:
+                    await body(outer, handlers, group)
+                finally:
+                    outer.cancel_scope.cancel()  # stop accepting; the handler nursery is shielded
+                    with trio.CancelScope(shield=True):
+                        await group.close_all()
+                    handlers_scope.cancel()
+
+    def _count(self, cause: str) -> None:
+        """A handshake that ended before any connection existed (refused, timed out)."""
+        self._disconnects[cause] += 1
 
     async def _handle_request(self, request: trio_websocket.WebSocketRequest, *, group: _Group) -> None:
-        # Runs as trio-websocket's handler: an exception here would crash the whole server, so
-        # everything but cancellation ends here, logged.
+        # Runs once per valid upgrade request: an exception here would end only this client, but
+        # it would be a bug, so everything but cancellation ends here, logged.
         try:
-            if self._stopping:
+            if self._stopping or group.closing:
+                self._disconnects["refused-503"] += 1
                 await request.reject(503, body=b"server shutting down")
                 return
             info = _handshake_info(request)
-            refusal = self._check_origin(info)
+            refusal = self._check_origin(info, request.headers)
             identity = None
             if refusal is None:
                 identity, refusal = await self._authenticate(info)
+            if refusal is None and (self._stopping or group.closing):
+                refusal = (503, "server shutting down")  # the hook took us into the shutdown
             if refusal is not None:
                 self._disconnects[f"refused-{refusal[0]}"] += 1
                 logger.info("handshake from %s refused: HTTP %d %s", info.remote, *refusal)
@@ -398,17 +458,19 @@ class Hub:
                 return
             ws = await request.accept()
             limit = self.config.max_connections
-            if self._stopping or (limit is not None and len(self._connections) >= limit):
-                reason = "server shutting down" if self._stopping else "connection limit reached"
-                self._disconnects["connection-limit" if not self._stopping else "shutdown"] += 1
+            stopping = self._stopping or group.closing
+            if stopping or (limit is not None and len(self._connections) >= limit):
+                reason = "server shutting down" if stopping else "connection limit reached"
+                self._disconnects["shutdown" if stopping else "connection-limit"] += 1
                 with trio.move_on_after(CLOSE_TIMEOUT):
-                    await ws.aclose(1013 if not self._stopping else 1001, reason)
+                    await ws.aclose(1001 if stopping else 1013, reason)
                 return
+            # From here to conn.run() nothing awaits: the group cannot start closing in between.
             conn = ServerConnection(self, ws, secrets.token_urlsafe(12), identity, info.remote)
-            self._connections[conn.session] = conn
             self._all.add(conn)
             group.add(conn)
             conn.groups = (self._all, group)
+            self._connections[conn.session] = conn
             self._accepted += 1
             logger.info("connection %s opened from %s", conn.session, info.remote)
             await conn.run()
@@ -417,10 +479,18 @@ class Hub:
         except Exception:
             logger.exception("handshake failed")
 
-    def _check_origin(self, info: HandshakeRequest) -> tuple[int, str] | None:
+    def _check_origin(
+        self, info: HandshakeRequest, headers: list[tuple[bytes, bytes]]
+    ) -> tuple[int, str] | None:
         allowed = self.config.allowed_origins
+        if allowed is None:
+            return None
+        origins = [value for name, value in headers if name.lower() == b"origin"]
+        if len(origins) > 1:
+            # A browser sends one; with two, which one a check looks at decides the outcome.
+            return 403, "more than one Origin header"
         origin = info.headers.get("origin")
-        if allowed is not None and origin is not None and origin not in allowed:
+        if origin is not None and origin not in allowed:
             return 403, f"origin {origin} is not allowed"
         return None
 
@@ -434,6 +504,9 @@ class Hub:
                 identity = await identity
         except HandshakeRejected as exc:
             return None, (exc.status, exc.body.decode("utf-8", "replace") or "forbidden")
+        except Exception:
+            logger.exception("the authenticate hook raised; refusing %s with HTTP 500", info.remote)
+            return None, (500, "internal error")
         if identity is None:
             return None, (401, "unauthorized")
         return identity, None
@@ -584,6 +657,8 @@ class Hub:
             sessions=tuple(conn.statistics() for conn in self._connections.values()),
             topics={topic.name: topic.statistics() for topic in self._registry},
             topics_expired=self._registry.expired,
+            sockets=self._gate.sockets,
+            handshaking=self._gate.handshaking,
         )
 
 
@@ -594,8 +669,11 @@ class _Group:
         self._members: set[ServerConnection] = set()
         self._empty = trio.Event()
         self._empty.set()
+        #: set by ``close_all``: the hub admits no new member (it refuses the handshake instead)
+        self.closing = False
 
     def add(self, conn: ServerConnection) -> None:
+        assert not self.closing, "a closing group takes no new connection"
         if not self._members:
             self._empty = trio.Event()
         self._members.add(conn)
@@ -609,11 +687,78 @@ class _Group:
         """Close every member with 1001 after its queued frames; return when all have ended.
 
         Bounded: each connection gives itself ``drain_timeout`` to flush and then the close
-        timeout for the handshake.
+        timeout for the handshake; no member joins once this started (``closing``).
         """
+        self.closing = True
         for conn in list(self._members):
             conn.close(1001, "server shutting down", "shutdown", drain=True)
         await self._empty.wait()
+
+
+class _BrokerRunner:
+    """Runs the broker's task while at least one ``running()`` block (``serve`` has one) holds it.
+
+    The task lives in the nursery of the holder that started it. When that holder ends while
+    others remain, the task is stopped there and started again in the nursery of the oldest
+    remaining holder — a nursery that outlives it, so nothing runs unsupervised. The broker picks
+    up where it stopped (``RedisBroker`` keeps its firehose position), so nothing is missed; a
+    write awaiting the broker at that moment may fail with ``BrokerUnavailable``.
+    """
+
+    def __init__(self, broker: Broker) -> None:
+        self._broker = broker
+        self._holders: list[trio.Nursery] = []
+        self._host: trio.Nursery | None = None
+        self._scope = trio.CancelScope()
+        self._stopped = trio.Event()
+        self._lock = trio.Lock()
+
+    async def hold(self, nursery: trio.Nursery) -> None:
+        """Register ``nursery``'s holder; start the broker in it if it is not running yet."""
+        self._holders.append(nursery)
+        try:
+            async with self._lock:
+                if self._host is None:
+                    await self._start(nursery)
+        except BaseException:
+            self._holders.remove(nursery)
+            raise
+
+    async def release(self, nursery: trio.Nursery, *, hand_over: bool) -> None:
+        """Unregister; if the broker runs in ``nursery``, stop it and move it to another holder.
+
+        Shielded and bounded: this runs as a ``serve`` call shuts down, cancelled or not.
+        """
+        self._holders.remove(nursery)
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + _HANDOVER_TIMEOUT) as scope:
+            async with self._lock:
+                if self._host is not nursery:
+                    return
+                self._scope.cancel()
+                await self._stopped.wait()
+                self._host = None
+                if hand_over and self._holders:
+                    await self._start(self._holders[0])
+        if scope.cancelled_caught:
+            logger.error("the broker did not restart within %gs; publishing will fail", _HANDOVER_TIMEOUT)
+
+    async def _start(self, nursery: trio.Nursery) -> None:
+        scope, stopped = trio.CancelScope(), trio.Event()
+        await nursery.start(self._run, scope, stopped)
+        self._host, self._scope, self._stopped = nursery, scope, stopped
+
+    async def _run(
+        self, scope: trio.CancelScope, stopped: trio.Event, *, task_status: trio.TaskStatus[None]
+    ) -> None:
+        try:
+            with scope:
+                await self._broker.run(task_status=task_status)
+        finally:
+            stopped.set()
+
+
+#: How long moving the broker to another holder may take (stopping it, starting it again).
+_HANDOVER_TIMEOUT = 10.0
 
 
 async def _shielded_nursery(
@@ -633,6 +778,4 @@ def _handshake_info(request: trio_websocket.WebSocketRequest) -> HandshakeReques
     auth = headers.get("authorization", "")
     if token is None and auth[:7].lower() == "bearer ":
         token = auth[7:].strip() or None
-    remote = request.remote
-    address = str(remote) if isinstance(remote, trio_websocket.Endpoint) else "in-memory"
-    return HandshakeRequest(target.path or "/", query, headers, token, address)
+    return HandshakeRequest(target.path or "/", query, headers, token, remote(request))

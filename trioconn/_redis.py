@@ -135,6 +135,10 @@ class RedisBroker(Broker):
         self._scripts: dict[str, Script[str]] = {}
         self._loading: dict[str, _Load] = {}
         self._connected = False
+        #: the last firehose entry applied (id and sequence number), kept across runs
+        self._position: str | None = None
+        self._seq: int | None = None
+        self._resync_pending = False
         #: Times the follower found Redis again after losing it (for tests and statistics).
         self.reconnects = 0
         #: Topics brought up to date after a reconnect or a detected gap.
@@ -172,18 +176,21 @@ class RedisBroker(Broker):
                 self._connected = False
 
     async def _follow(self, client: coredis.Redis[str]) -> None:
-        position: str | None = None  # the last firehose entry applied
-        seq: int | None = None
-        resync = False
+        # The position is the broker's, not this run's: when the hub moves the broker's task
+        # (one of several ``serve`` calls ended) or serves again later, the follower goes on
+        # from the last entry it applied, so no write falls between two runs. If the firehose
+        # was trimmed meanwhile, the sequence numbers jump and the mirror is resynchronised.
+        position, seq = self._position, self._seq
+        resync = self._resync_pending
         failures = 0
         lost_at: float | None = None
         while True:
             try:
                 if position is None:
-                    position = await self._bounded(self._tail(client))
+                    position = self._position = await self._bounded(self._tail(client))
                 if resync:
                     count = await self._resync(list(self._mirrored()))
-                    resync = False
+                    resync = self._resync_pending = False
                     logger.warning("resynchronised %d mirrored topic(s) from redis", count)
                 if not self._connected:  # the calls above went through: the link is up
                     self._connected = True
@@ -204,25 +211,30 @@ class RedisBroker(Broker):
                     lost_at = trio.current_time()
                     logger.warning("lost the redis link at %s (%s); reconnecting", self.url, exc)
                 self._connected = False
-                resync = True  # whatever was written meanwhile is in Redis, not in the firehose we saw
+                # whatever was written meanwhile is in Redis, not in the firehose we saw
+                resync = self._resync_pending = True
                 failures += 1
                 await trio.sleep(self._backoff.delay(failures, self._rng))
                 continue
             stale: set[str] = set()
             for entry in (reply or {}).get(self._keys.firehose, ()):
-                position = str(entry.identifier)
+                position = self._position = str(entry.identifier)
                 fields = {str(key): str(value) for key, value in entry.field_values.items()}
                 number = int(fields["s"])
                 if seq is not None and number != seq + 1:
-                    resync = True  # a firehose entry we never saw (trimmed, or Redis lost data)
-                seq = number
+                    # a firehose entry we never saw (trimmed, or Redis lost data)
+                    resync = self._resync_pending = True
+                seq = self._seq = number
                 if self._apply(fields) in ("gap", "epoch"):
                     stale.add(fields["t"])
             if stale and not resync:
+                self._resync_pending = True  # if this run ends during the resync, the next one does it
                 try:
                     await self._resync(sorted(stale))
                 except BrokerUnavailable:
                     resync = True
+                else:
+                    self._resync_pending = False
 
     async def _tail(self, client: coredis.Redis[str]) -> str:
         newest = await client.xrevrange(self._keys.firehose, count=1)

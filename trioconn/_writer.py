@@ -18,11 +18,17 @@ itself:
   What the kernel does not take stays in ``pending``; the connection's sender task then writes it
   with ``send_all`` under trio-websocket's own stream lock, which also orders our writes with the
   pongs and close frames trio-websocket sends.
-- This relies on two private attributes of ``trio_websocket.WebSocketConnection`` (``_stream``
-  and ``_stream_lock``, present since 0.9). ``SocketWriter.attach`` checks them and returns None
-  when they are missing or the stream is not a plain TCP socket (TLS, in-memory streams); the
-  connection then uses ``send_message``, which is correct, only slower. A test asserts that the
-  fast path is in use over TCP, so an upgrade that removes them is noticed.
+- trio-websocket writes too (pongs to the client's pings, close frames) from its reader task, and
+  it may do so after a direct write left bytes ``pending`` but before the sender took them: its
+  frame would land inside ours and corrupt the stream. So the writer hands its pending bytes to
+  the connection's ``ServerProtocol`` (``_listener.py``), which puts them in front of whatever
+  trio-websocket sends next; trio-websocket then writes both under its lock, in order.
+- This relies on three private attributes of ``trio_websocket.WebSocketConnection``
+  (``_stream``, ``_stream_lock`` and ``_wsproto``, present since 0.9). ``SocketWriter.attach``
+  checks them and returns None when they are missing or the stream is not a plain TCP socket
+  (TLS, in-memory streams); the connection then uses ``send_message``, which is correct, only
+  slower. A test asserts that the fast path is in use over TCP, so an upgrade that removes them
+  is noticed.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ import os
 import trio
 import trio_websocket
 from wsproto.frame_protocol import FrameProtocol
+
+from ._listener import ServerProtocol
 
 __all__ = ["SocketWriter", "frame"]
 
@@ -68,17 +76,29 @@ class SocketWriter:
 
     @classmethod
     def attach(cls, ws: trio_websocket.WebSocketConnection) -> SocketWriter | None:
-        """A writer for ``ws`` if it runs over a plain TCP socket, else None."""
+        """A writer for ``ws`` if it runs over a plain TCP socket with our protocol, else None."""
         stream = getattr(ws, "_stream", None)
         lock = getattr(ws, "_stream_lock", None)
-        if isinstance(stream, trio.SocketStream) and isinstance(lock, trio.StrictFIFOLock):
-            return cls(stream, lock)
+        protocol = getattr(ws, "_wsproto", None)
+        if (
+            isinstance(stream, trio.SocketStream)
+            and isinstance(lock, trio.StrictFIFOLock)
+            and isinstance(protocol, ServerProtocol)
+        ):
+            writer = cls(stream, lock)
+            protocol.send_first = writer.take_pending
+            return writer
         return None
 
     @property
     def idle(self) -> bool:
         """Nothing is pending and nobody is writing: a direct write cannot interleave."""
         return not self.pending and not self.busy and not self._lock.locked()
+
+    def take_pending(self) -> bytes:
+        """Hand over the bytes not written yet: the caller writes them before anything else."""
+        data, self.pending = self.pending, b""
+        return data
 
     def write_nowait(self, data: bytes) -> None:
         """Write as much of ``data`` as the socket takes now; keep the rest in ``pending``.
