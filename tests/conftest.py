@@ -1,9 +1,12 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 import trio
 import trio.testing
@@ -125,3 +128,55 @@ async def loopback_client(port: int, path: str = "/") -> AsyncIterator[RawClient
     """A RawClient over a real TCP socket on 127.0.0.1."""
     async with raw_client(await trio.open_tcp_stream("127.0.0.1", port), path) as client:
         yield client
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class HubProcess:
+    """A hub in its own process (see ``hub_process``)."""
+
+    def __init__(self, proc: trio.Process, port: int) -> None:
+        self.port = port
+        self.pid = proc.pid
+        self.proc = proc
+        #: what it printed after its port, once it has exited
+        self.output = b""
+
+
+@asynccontextmanager
+async def hub_process(module: str, *args: str, stderr: IO[bytes] | None = None) -> AsyncIterator[HubProcess]:
+    """Run ``python -m module args`` (a ``tests/*_hub.py`` script) and yield it once it prints its port.
+
+    On exit its standard input is closed, which is how those scripts are told to stop (no
+    signals); whatever it prints meanwhile is kept in ``output``. Killed if it takes over 10 s.
+    """
+    proc = await trio.lowlevel.open_process(
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        line = b""
+        with trio.fail_after(15):
+            while not line.endswith(b"\n"):
+                chunk = await proc.stdout.receive_some()
+                assert chunk, "hub process exited before printing its port"
+                line += chunk
+        hub = HubProcess(proc, int(line))
+        yield hub
+    finally:
+        with trio.CancelScope(shield=True):
+            await proc.stdin.aclose()
+            with trio.move_on_after(10):
+                output = b""
+                while chunk := await proc.stdout.receive_some():
+                    output += chunk
+                await proc.wait()
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    hub.output = output

@@ -12,17 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import subprocess
-import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 import trio
 import trio_websocket
 
-from .conftest import Throttled, loopback_client
+from .conftest import Throttled, hub_process, loopback_client
 
 ROOT = Path(__file__).resolve().parent.parent
 SEND_TIMEOUT = 2.0
@@ -35,36 +31,6 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise AssertionError("no VmRSS")
-
-
-@asynccontextmanager
-async def hub_process(log: Path) -> AsyncIterator[tuple[int, int]]:
-    """Run ``tests/budget_hub.py``; yields (port, pid). Its log goes to ``log``."""
-    with log.open("wb") as err:
-        proc = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "tests.budget_hub", str(SEND_TIMEOUT)],
-            cwd=ROOT,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=err,
-        )
-        assert proc.stdin is not None and proc.stdout is not None
-        try:
-            line = b""
-            with trio.fail_after(15):
-                while not line.endswith(b"\n"):
-                    chunk = await proc.stdout.receive_some()
-                    assert chunk, "hub process exited before printing its port"
-                    line += chunk
-            yield int(line), proc.pid
-        finally:
-            with trio.CancelScope(shield=True):
-                await proc.stdin.aclose()
-                with trio.move_on_after(10):
-                    await proc.wait()
-                if proc.returncode is None:
-                    proc.kill()
-                    await proc.wait()
 
 
 def resubscribe(topic: str, last: int | None = None):
@@ -128,26 +94,28 @@ async def healthy(port: int, stop: trio.Event) -> float:
 async def test_no_client_can_grow_the_hub_or_stay_over_its_budget(case, tmp_path):
     make_frames, rate = CASES[case]
     log = tmp_path / "hub.log"
-    async with hub_process(log) as (port, pid):
-        baseline = rss_mb(pid)
-        peak = baseline
-        stop = trio.Event()
-        worst: list[float] = []
+    with log.open("wb") as err:
+        async with hub_process("tests.budget_hub", str(SEND_TIMEOUT), stderr=err) as hub:
+            port, pid = hub.port, hub.pid
+            baseline = rss_mb(pid)
+            peak = baseline
+            stop = trio.Event()
+            worst: list[float] = []
 
-        async def sample():
-            nonlocal peak
-            while not stop.is_set():
-                peak = max(peak, rss_mb(pid))
-                await trio.sleep(0.05)  # a measurement interval, not synchronisation
+            async def sample():
+                nonlocal peak
+                while not stop.is_set():
+                    peak = max(peak, rss_mb(pid))
+                    await trio.sleep(0.05)  # a measurement interval, not synchronisation
 
-        async def serve_healthy():
-            worst.append(await healthy(port, stop))
+            async def serve_healthy():
+                worst.append(await healthy(port, stop))
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(sample)
-            nursery.start_soon(serve_healthy)
-            elapsed, sent = await attack(port, make_frames(), rate)
-            stop.set()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(sample)
+                nursery.start_soon(serve_healthy)
+                elapsed, sent = await attack(port, make_frames(), rate)
+                stop.set()
     growth = peak - baseline
     report = f"{case}: closed after {elapsed:.1f} s, {sent} sent, RSS +{growth:.1f} MB, healthy {worst}"
     print(report)

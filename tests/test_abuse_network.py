@@ -11,8 +11,6 @@ import json
 import logging
 import ssl
 import struct
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -28,7 +26,7 @@ from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessa
 
 from trioconn import Hub
 
-from .conftest import loopback_client
+from .conftest import hub_process, loopback_client
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -330,43 +328,20 @@ async def test_max_sockets_holds_new_clients_until_one_leaves():
 async def test_out_of_descriptors_accepts_pause_with_one_log_line_not_a_traceback_each(tmp_path):
     """The issue's case, scaled down: the hub process may open 64 descriptors; 100 idle sockets come."""
     log_path = tmp_path / "hub.log"
-    with log_path.open("wb") as log_file:
-        proc = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "tests.abuse_hub", "64", "1.0"],
-            cwd=ROOT,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=log_file,
-        )
-    assert proc.stdin is not None and proc.stdout is not None
     idle: list[trio.SocketStream] = []
-    output = b""
-    try:
-        with trio.fail_after(15):
-            while not output.endswith(b"\n"):
-                chunk = await proc.stdout.receive_some()
-                assert chunk, "hub process exited before printing its port"
-                output += chunk
-        port = int(output)
-        idle = await open_idle(port, 100)
-        start = trio.current_time()
-        async with loopback_client(port) as client:
-            with trio.fail_after(4):  # queued behind 100 idle sockets: two 1 s handshake timeouts
-                await client.recv_type("welcome")
-        served_after = trio.current_time() - start
-    finally:
-        for stream in idle:
-            await stream.aclose()
-        with trio.CancelScope(shield=True):
-            await proc.stdin.aclose()
-            with trio.move_on_after(10):
-                output = b""
-                while chunk := await proc.stdout.receive_some():
-                    output += chunk
-                await proc.wait()
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
+    with log_path.open("wb") as log_file:
+        async with hub_process("tests.abuse_hub", "64", "1.0", stderr=log_file) as hub:
+            try:
+                idle = await open_idle(hub.port, 100)
+                start = trio.current_time()
+                async with loopback_client(hub.port) as client:
+                    with trio.fail_after(4):  # queued behind 100 idle sockets: two 1 s handshake timeouts
+                        await client.recv_type("welcome")
+                served_after = trio.current_time() - start
+            finally:
+                for stream in idle:
+                    await stream.aclose()
+    proc, output = hub.proc, hub.output
     log = log_path.read_text()
     assert proc.returncode == 0, log[-2000:]
     assert 0.8 < served_after < 4

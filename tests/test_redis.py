@@ -26,7 +26,7 @@ import trio_websocket
 
 from trioconn import Backoff, BrokerUnavailable, Hub, TopicEnded
 
-from .conftest import RawClient, memory_client
+from .conftest import RawClient, hub_process, memory_client
 
 pytestmark = [
     pytest.mark.redis,
@@ -115,31 +115,10 @@ def redis_server(tmp_path):
 
 
 @asynccontextmanager
-async def hub_process(url: str) -> AsyncIterator[int]:
-    """A ``tests/redis_hub.py`` process; yields its port and stops it by closing its stdin."""
-    proc = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "tests.redis_hub", url],
-        cwd=ROOT,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-    )
-    assert proc.stdin is not None and proc.stdout is not None
-    try:
-        line = b""
-        with trio.fail_after(15):
-            while not line.endswith(b"\n"):
-                chunk = await proc.stdout.receive_some()
-                assert chunk, "hub process exited before printing its port"
-                line += chunk
-        yield int(line)
-    finally:
-        with trio.CancelScope(shield=True):
-            await proc.stdin.aclose()
-            with trio.move_on_after(5):
-                await proc.wait()
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
+async def redis_hub(url: str) -> AsyncIterator[int]:
+    """A ``tests/redis_hub.py`` process; yields its port."""
+    async with hub_process("tests.redis_hub", url) as hub:
+        yield hub.port
 
 
 async def publish_from_worker(url: str, topic: str, count: int) -> int:
@@ -180,7 +159,7 @@ async def eventually(predicate: Callable[[], bool], seconds: float = 10) -> None
 async def test_two_hub_processes_and_a_worker_every_client_sees_every_event_in_order(redis_server):
     events = 300
     async with AsyncExitStack() as stack:
-        ports = [await stack.enter_async_context(hub_process(redis_server.url)) for _ in range(2)]
+        ports = [await stack.enter_async_context(redis_hub(redis_server.url)) for _ in range(2)]
         clients = [await stack.enter_async_context(ws_client(port)) for port in ports for _ in range(2)]
         answers = [await subscribe(client, "feed") for client in clients]
         assert len({answer["epoch"] for answer in answers}) == 1  # one epoch, whichever process
@@ -214,7 +193,7 @@ async def test_a_client_moved_to_the_other_process_resumes_without_gap_or_duplic
 
     pub = SyncPublisher(redis_server.url)
     publish = trio.to_thread.run_sync
-    async with hub_process(redis_server.url) as port_a, hub_process(redis_server.url) as port_b:
+    async with redis_hub(redis_server.url) as port_a, redis_hub(redis_server.url) as port_b:
         async with ws_client(port_a) as client:
             answer = await subscribe(client, "moving")
             for i in range(1, 6):
@@ -309,7 +288,7 @@ async def test_redis_killed_and_restarted_under_two_hub_processes(redis_server, 
         redis_server.kill()
         redis_server.start(persist=True)
     async with AsyncExitStack() as stack:
-        ports = [await stack.enter_async_context(hub_process(redis_server.url)) for _ in range(2)]
+        ports = [await stack.enter_async_context(redis_hub(redis_server.url)) for _ in range(2)]
         clients = [await stack.enter_async_context(ws_client(port)) for port in ports]
         answers = [await subscribe(client, "feed") for client in clients]
         assert await publish_from_worker(redis_server.url, "feed", 3) == 3
