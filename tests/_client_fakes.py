@@ -18,9 +18,11 @@ import trio
 import trio.testing
 import trio_websocket
 
+from trioconn import wrap_client_stream
 from trioconn._protocol import (
     End,
     Error,
+    Event,
     Ping,
     Pong,
     Publish,
@@ -35,6 +37,18 @@ from trioconn._protocol import (
     encode_event,
     parse_client_frame,
 )
+
+# The protocol frames are re-exported for the tests that script a server with them.
+__all__ = [
+    "Error",
+    "Event",
+    "MiniHub",
+    "Publish",
+    "Session",
+    "Subscribe",
+    "Unsubscribe",
+    "Welcome",
+]
 
 Handler = Callable[["Session"], Awaitable[None]]
 
@@ -299,15 +313,7 @@ class MiniHub:
         handler = self.script.pop(0) if self.script else Session.serve
         self.nursery.start_soon(session.main, server_stream, handler)
         nursery.start_soon(_close_on_cancel, client_stream)
-        parts = urllib.parse.urlsplit(url)
-        resource = parts.path + (f"?{parts.query}" if parts.query else "")
-        return await trio_websocket.wrap_client_stream(
-            nursery,
-            client_stream,  # type: ignore[arg-type]
-            "test",
-            resource,
-            extra_headers=headers,
-        )
+        return await wrap_client_stream(nursery, client_stream, url, headers)
 
 
 async def _close_on_cancel(stream: trio.abc.AsyncResource) -> None:

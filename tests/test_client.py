@@ -16,21 +16,30 @@ import pytest
 import trio
 import trio.testing
 
-from trioconn._backoff import Backoff
-from trioconn._client import ClientState, StateChange, connect
-from trioconn._exceptions import (
+from trioconn import (
+    Backoff,
+    ClientState,
+    CloseAction,
     ConnectionBroken,
     ConnectionClosed,
+    EventItem,
     HandshakeRejected,
     ReconnectFailed,
+    ResetItem,
     ServerError,
+    SnapshotItem,
+    StateChange,
+    connect,
 )
-from trioconn._protocol import CloseAction, Event, Publish, Subscribe, Unsubscribe
-from trioconn._subscription import EventItem, ResetItem, SnapshotItem
 
 from ._client_fakes import (
+    Error,
+    Event,
     MiniHub,
+    Publish,
     Session,
+    Subscribe,
+    Unsubscribe,
     close_after_welcome,
     frozen,
     hang_handshake,
@@ -386,8 +395,6 @@ async def test_subscribe_refused_by_server_raises_from_iteration(autojump_clock:
 
         def handle(frame: Any) -> None:
             if isinstance(frame, Subscribe):
-                from trioconn._protocol import Error
-
                 session.send_nowait(Error("forbidden", "no", frame.ref, frame.topic))
             else:
                 original(frame)
@@ -944,24 +951,9 @@ async def test_token_provider_returning_garbage_fails_clearly(autojump_clock: An
 def test_the_close_code_table_in_the_docs_matches_close_codes() -> None:
     from pathlib import Path
 
-    from trioconn._protocol import CLOSE_CODES
+    from trioconn import CLOSE_CODES
 
     text = (Path(__file__).parent.parent / "docs" / "client.md").read_text()
     table = text.split("<!-- close-codes:start -->\n")[1].split("<!-- close-codes:end -->")[0]
     rows = [f"| {c.code} | `{c.name}` | **{c.action.value}** | {c.meaning} |" for c in CLOSE_CODES.values()]
     assert table.strip().splitlines()[2:] == rows
-
-
-def test_several_failures_of_one_connection_translate_to_the_most_specific() -> None:
-    import trio_websocket
-
-    from trioconn._client import _translate
-
-    group = ExceptionGroup(
-        "x", [trio.BrokenResourceError("reset"), trio_websocket.ConnectionRejected(401, (), b"no")]
-    )
-    translated = _translate(group)
-    assert isinstance(translated, HandshakeRejected) and translated.status == 401
-    assert isinstance(_translate(ExceptionGroup("y", [OSError("down")])), ConnectionBroken)
-    bug = ExceptionGroup("z", [KeyError("a"), KeyError("b")])
-    assert _translate(bug) is bug

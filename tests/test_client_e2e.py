@@ -8,11 +8,20 @@ import pytest
 import trio
 import trio.testing
 
-from trioconn._backoff import Backoff
-from trioconn._client import ClientState, connect
-from trioconn._exceptions import ConnectionBroken, HandshakeRejected, ReconnectFailed, ServerError
-from trioconn._hub import HandshakeRequest, Hub
-from trioconn._subscription import EventItem, ResetItem, SnapshotItem
+from trioconn import (
+    Backoff,
+    ClientState,
+    ConnectionBroken,
+    EventItem,
+    HandshakeRejected,
+    HandshakeRequest,
+    Hub,
+    ReconnectFailed,
+    ResetItem,
+    ServerError,
+    SnapshotItem,
+    connect,
+)
 from trioconn.testing import open_memory_link
 
 URL = "ws://localhost/"
