@@ -10,6 +10,7 @@ rejections, immediate closes, frozen servers and so on, attempt by attempt.
 from __future__ import annotations
 
 import itertools
+import json
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -40,9 +41,11 @@ from trioconn._protocol import (
 
 # The protocol frames are re-exported for the tests that script a server with them.
 __all__ = [
+    "End",
     "Error",
     "Event",
     "MiniHub",
+    "Ping",
     "Publish",
     "Session",
     "Subscribe",
@@ -83,6 +86,7 @@ class Session:
         self.opened_at: float | None = None
         self._out_send, self._out_receive = trio.open_memory_channel[str | tuple[int, str]](1000)
         self.client_stream: Any = None
+        self.server_stream: trio.abc.Stream | None = None
 
     # -- helpers for handlers and tests
 
@@ -175,6 +179,7 @@ class Session:
             pass
 
     async def main(self, server_stream: trio.abc.Stream, handler: Handler) -> None:
+        self.server_stream = server_stream
         try:
             async with trio.open_nursery() as nursery:
                 self.request = await trio_websocket.wrap_server_stream(nursery, server_stream)
@@ -350,6 +355,27 @@ async def frozen(session: Session) -> None:
 
 async def hang_handshake(session: Session) -> None:
     await trio.sleep_forever()
+
+
+async def eof_in_handshake(session: Session) -> None:
+    """Read the client's request, then close the socket without answering."""
+    assert session.server_stream is not None
+    await session.server_stream.aclose()
+
+
+async def garbage_in_handshake(session: Session) -> None:
+    """Answer the opening handshake with bytes that are not HTTP, then wait."""
+    assert session.server_stream is not None
+    await session.server_stream.send_all(b"\x16\x03\x01 not http at all\r\n\r\n")
+    await trio.sleep_forever()
+
+
+def welcome_text(session: Session, **heartbeat: Any) -> str:
+    obj = json.loads(
+        Welcome(f"s{session.index}", session.hub.interval, session.hub.timeout, 1 << 20).to_json()
+    )
+    obj["heartbeat"].update(heartbeat)
+    return json.dumps(obj)
 
 
 def stream_closed(session: Session) -> bool:

@@ -1,6 +1,6 @@
 """The client's boundary: third-party exceptions become trioconn exceptions here, and only here.
 
-trio-websocket, wsproto, trio and the OS raise their own types, sometimes several at once inside
+trio-websocket, wsproto, h11, trio and the OS raise their own types, sometimes several at once inside
 an ``ExceptionGroup`` from a nursery. ``translate`` maps one failure of one connection to the one
 trioconn exception that describes it. ``redact`` keeps a token out of every message built here:
 a server may echo the request (and its ``?token=``) in a refusal, and a foreign exception may
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import NoReturn
 
+import h11
 import trio
 import trio_websocket
 import wsproto.utilities
@@ -52,13 +53,16 @@ def _translate_one(exc: BaseException, secret: str | None) -> BaseException:
             new = ConnectionBroken(redact((reason.reason if reason else None) or "connection lost", secret))
         else:
             new = ConnectionClosed(int(reason.code), redact(reason.reason or "", secret))
+    elif isinstance(exc, wsproto.utilities.ProtocolError | h11.ProtocolError):
+        # trio-websocket lets these escape, e.g. for an answer to the handshake that is not
+        # HTTP (it then fails sending a refusal, as a server would): name what the peer did.
+        origin = (
+            exc.__context__ if isinstance(exc.__context__, wsproto.utilities.RemoteProtocolError) else exc
+        )
+        new = ConnectionBroken(redact(f"WebSocket protocol error: {origin}", secret))
     elif isinstance(
         exc,
-        OSError
-        | trio.BrokenResourceError
-        | trio.ClosedResourceError
-        | trio_websocket.HandshakeError
-        | wsproto.utilities.ProtocolError,
+        OSError | trio.BrokenResourceError | trio.ClosedResourceError | trio_websocket.HandshakeError,
     ):
         new = ConnectionBroken(redact(str(exc) or type(exc).__name__, secret))
     else:
