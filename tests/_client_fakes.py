@@ -9,6 +9,7 @@ rejections, immediate closes, frozen servers and so on, attempt by attempt.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import urllib.parse
@@ -51,9 +52,21 @@ __all__ = [
     "Subscribe",
     "Unsubscribe",
     "Welcome",
+    "bounded",
 ]
 
 Handler = Callable[["Session"], Awaitable[None]]
+
+
+def bounded(test: Any) -> Any:
+    """Fail a test that waits forever (in virtual time) instead of hanging the run."""
+
+    @functools.wraps(test)
+    async def wrapper(*args: Any, **kwargs: Any) -> None:
+        with trio.fail_after(3600):
+            await test(*args, **kwargs)
+
+    return wrapper
 
 
 class Topic:

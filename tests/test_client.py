@@ -7,7 +7,6 @@ as every task is blocked), so heartbeats, timeouts and backoff take no wall time
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import math
 import random
@@ -44,6 +43,7 @@ from ._client_fakes import (
     Session,
     Subscribe,
     Unsubscribe,
+    bounded,
     close_after_welcome,
     eof_in_handshake,
     frozen,
@@ -55,17 +55,6 @@ from ._client_fakes import (
 )
 
 URL = "ws://hub.test/live"
-
-
-def bounded(test: Any) -> Any:
-    """Fail a test that waits forever (in virtual time) instead of hanging the run."""
-
-    @functools.wraps(test)
-    async def wrapper(*args: Any, **kwargs: Any) -> None:
-        with trio.fail_after(3600):
-            await test(*args, **kwargs)
-
-    return wrapper
 
 
 def client_tasks() -> list[str]:

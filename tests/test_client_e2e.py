@@ -29,6 +29,8 @@ from trioconn import (
 )
 from trioconn.testing import open_fault_proxy, open_memory_link
 
+from ._client_fakes import bounded
+
 URL = "ws://localhost/"
 
 
@@ -36,6 +38,7 @@ def allow_all(identity: Any, topic: str, action: str) -> bool:
     return True
 
 
+@bounded
 async def test_hub_connection_closed_mid_stream_resumes_with_no_gap_and_no_duplicate(
     autojump_clock: Any,
 ) -> None:
@@ -64,6 +67,7 @@ async def test_hub_connection_closed_mid_stream_resumes_with_no_gap_and_no_dupli
     assert (stats.connects, stats.reconnects, stats.resets) == (2, 1, 0)
 
 
+@bounded
 async def test_hub_restart_gives_a_reset_with_the_fresh_snapshot(autojump_clock: Any) -> None:
     first = Hub(heartbeat_interval=2, heartbeat_timeout=6)
     async with open_memory_link(first.serve_stream) as link:
@@ -87,6 +91,7 @@ async def test_hub_restart_gives_a_reset_with_the_fresh_snapshot(autojump_clock:
     assert isinstance(after, EventItem) and after.data == {"pct": 80}
 
 
+@bounded
 async def test_hub_closing_1000_after_the_last_event_ends_the_client_without_reconnecting(
     autojump_clock: Any,
 ) -> None:
@@ -109,6 +114,7 @@ async def test_hub_closing_1000_after_the_last_event_ends_the_client_without_rec
     assert (final.code, final.reason) == (1000, "done")
 
 
+@bounded
 async def test_hub_heartbeat_keeps_the_link_up_and_pings_are_answered(autojump_clock: Any) -> None:
     hub = Hub(heartbeat_interval=2, heartbeat_timeout=6)
     async with open_memory_link(hub.serve_stream) as link:
@@ -122,6 +128,7 @@ async def test_hub_heartbeat_keeps_the_link_up_and_pings_are_answered(autojump_c
     assert stats.last_rtt is not None
 
 
+@bounded
 async def test_hub_publish_round_trip_and_forbidden_publish(autojump_clock: Any) -> None:
     def authorize(identity: Any, topic: str, action: str) -> bool:
         return action == "subscribe" or topic.startswith("public/")
@@ -220,6 +227,7 @@ async def close_session_at(hub: Hub, moment: str, spins: int, code: int) -> None
     hub.close(session, code, "closing")
 
 
+@bounded
 async def test_hub_closing_1000_at_any_moment_ends_the_client_without_a_reconnect_100_of_100(
     autojump_clock: Any,
 ) -> None:
@@ -244,6 +252,7 @@ async def test_hub_closing_1000_at_any_moment_ends_the_client_without_a_reconnec
 
 
 @pytest.mark.parametrize(("code", "token"), [(4403, True), (4401, False)])
+@bounded
 async def test_hub_closing_with_a_final_code_after_welcome_fails_once(
     autojump_clock: Any, code: int, token: bool
 ) -> None:
@@ -277,7 +286,7 @@ async def test_loopback_hub_closing_1000_after_a_burst_or_at_welcome_never_recon
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
             port = await nursery.start(hub.serve, "127.0.0.1", 0)
-            for run in range(20):
+            for run in range(10):
                 async with (
                     connect(f"ws://127.0.0.1:{port}/") as client,
                     client.subscribe("feed", buffer_size=4096) as sub,
@@ -297,12 +306,13 @@ async def test_loopback_hub_closing_1000_after_a_burst_or_at_welcome_never_recon
                     while hub.statistics().connections:  # noqa: ASYNC110 - the hub has no event for it
                         await trio.sleep(0.001)
             await hub.aclose()
-    assert outcomes == [(1000, 1, 0)] * 20
+    assert outcomes == [(1000, 1, 0)] * 10
 
 
 # --------------------------------------------------------------------------------- dead link
 
 
+@bounded
 async def test_hub_that_stops_answering_is_reported_at_timeout_plus_interval(autojump_clock: Any) -> None:
     hub = Hub(heartbeat_interval=0.3, heartbeat_timeout=0.9)
     async with open_memory_link(hub.serve_stream) as link:
@@ -373,6 +383,7 @@ async def test_loopback_connections_dropped_during_the_handshake_cost_a_backoff_
 
 
 @pytest.mark.parametrize("max_attempts", [1, 5])
+@bounded
 async def test_hub_gone_after_a_healthy_link_gets_max_attempts_reconnect_attempts(
     autojump_clock: Any, max_attempts: int
 ) -> None:

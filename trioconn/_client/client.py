@@ -213,9 +213,9 @@ class Client:
         # the wait between attempts (see pause, resume, reconnect_now)
         self._paused = False
         self._waiting = False
-        self._attempt_now = False
+        self._deadline = 0.0  # of the current wait, while _waiting
+        self._attempt_now_at: float | None = None  # set by reconnect_now() while _waiting
         self._wait_changed = trio.Event()
-        self._next_attempt_at: float | None = None
 
     # ------------------------------------------------------------------------------ state
 
@@ -242,7 +242,7 @@ class Client:
             events_received=c.events_received,
             resets=c.resets,
             subscriptions=len(self._subs),
-            next_attempt_at=self._next_attempt_at,
+            next_attempt_at=self._next_attempt_at(),
             paused=self._paused,
         )
 
@@ -309,11 +309,18 @@ class Client:
             True if an attempt was started early; False if the client was not waiting (it is
             connected, already attempting, or closed).
         """
-        if not self._waiting or self._attempt_now:
+        if not self._waiting or self._attempt_now_at is not None:
             return False
-        self._attempt_now = True
+        self._attempt_now_at = trio.current_time()
         self._poke()
         return True
+
+    def _next_attempt_at(self) -> float | None:
+        if not self._waiting:
+            return None
+        if self._attempt_now_at is not None:
+            return self._attempt_now_at
+        return None if self._paused else self._deadline
 
     def _poke(self) -> None:
         self._wait_changed.set()
@@ -501,17 +508,13 @@ class Client:
 
     async def _wait_for_next_attempt(self, delay: float, change: StateChange) -> None:
         """Wait ``delay`` seconds, or as ``pause()``, ``resume()`` and ``reconnect_now()`` say."""
-        deadline = trio.current_time() + delay
-        self._waiting, self._attempt_now = True, False
+        self._deadline = trio.current_time() + delay
+        self._waiting, self._attempt_now_at = True, None
         shown: float | None = -math.inf  # what the last recorded change said; nothing yet
         try:
             while True:
-                if self._attempt_now:
-                    at: float | None = trio.current_time()
-                else:
-                    at = None if self._paused else deadline
+                at = self._next_attempt_at()
                 if at != shown:
-                    self._next_attempt_at = at
                     self._log.record(
                         StateChange(change.state, change.code, change.reason, change.exception, at)
                     )
@@ -522,8 +525,7 @@ class Client:
                 with trio.move_on_at(math.inf if at is None else at):
                     await changed.wait()
         finally:
-            self._waiting = self._attempt_now = False
-            self._next_attempt_at = None
+            self._waiting, self._attempt_now_at = False, None
 
     async def _fresh_token(self) -> str | None:
         if self._token_provider is None:
