@@ -26,6 +26,7 @@ from trioconn import (
     ServerError,
     SnapshotItem,
     connect,
+    wrap_client_stream,
 )
 from trioconn.testing import open_fault_proxy, open_memory_link
 
@@ -441,3 +442,72 @@ async def test_a_hub_process_stopped_with_sigstop_is_reported_within_timeout_plu
     # declared at timeout + interval after the last frame (before the stop), plus scheduling slack;
     # waiting for a close handshake with the stopped process would add CLOSE_TIMEOUT (5 s)
     assert reported - stopped < timeout + interval + 0.5
+
+
+# ------------------------------------------- the hub's outbox, seen by a client that stops reading
+
+
+async def _close_when_cancelled(stream: trio.abc.AsyncResource) -> None:
+    try:
+        await trio.sleep_forever()
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
+def lockstep_transport(hub: Hub, nursery: trio.Nursery) -> Any:
+    """A transport whose every send waits until the other side reads: a client that stops
+    reading stops the hub's sender at once (no socket buffer in between)."""
+
+    async def transport(attempt: trio.Nursery, url: str, headers: Any) -> Any:
+        client_stream, server_stream = trio.testing.lockstep_stream_pair()
+        nursery.start_soon(hub.serve_stream, server_stream)
+        attempt.start_soon(_close_when_cancelled, client_stream)
+        return await wrap_client_stream(attempt, client_stream, url, headers)
+
+    return transport
+
+
+def queued(hub: Hub) -> int:
+    (session,) = hub.statistics().sessions
+    return session.queued
+
+
+@bounded
+async def test_hub_outbox_full_a_state_value_still_replaces_the_queued_one_and_a_new_one_overflows(
+    autojump_clock: Any,
+) -> None:
+    hub = Hub(heartbeat_interval=100, heartbeat_timeout=300, outbox_size=2)
+    async with trio.open_nursery() as nursery:
+        async with (
+            connect(URL, transport=lockstep_transport(hub, nursery)) as client,
+            client.subscribe("t", buffer_size=1),
+            client.subscribe("s", buffer_size=1),
+            client.subscribe("s2", buffer_size=1),
+        ):
+            await client.wait_state(ClientState.OPEN)
+            await trio.testing.wait_all_tasks_blocked()
+            # nobody consumes: publish until the hub's sender is stuck and one event waits
+            for i in range(100):
+                hub.publish_nowait("t", i)
+                await trio.testing.wait_all_tasks_blocked()
+                if queued(hub) == 1:
+                    break
+            assert queued(hub) == 1
+            hub.set_state_nowait("s", 1)
+            assert queued(hub) == 2  # the outbox is full
+            for value in range(2, 10):
+                hub.set_state_nowait("s", value)  # replaces the queued value: no overflow
+                await trio.testing.wait_all_tasks_blocked()
+                assert hub.statistics().connections == 1 and queued(hub) == 2
+            # a value for another state topic needs a slot of its own: that overflows, and the
+            # connection is dropped at once, not after flushing for drain_timeout
+            hub.set_state_nowait("s2", 1)
+            overflowed = trio.current_time()
+            with trio.fail_after(60):
+                while hub.statistics().connections:
+                    await trio.testing.wait_all_tasks_blocked()
+                    await trio.sleep(0.001)
+            assert trio.current_time() - overflowed < 0.01  # drain_timeout is 5 s
+            assert hub.statistics().disconnects.get("slow-consumer") == 1
+        nursery.cancel_scope.cancel()
+    await hub.aclose()
