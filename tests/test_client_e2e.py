@@ -21,6 +21,7 @@ from trioconn import (
     HandshakeRejected,
     HandshakeRequest,
     Hub,
+    ProtocolError,
     ReconnectFailed,
     ResetItem,
     ServerError,
@@ -208,6 +209,7 @@ async def test_loopback_hub_shutdown_is_followed_by_reconnect_attempts() -> None
                     await trio.sleep_forever()
     states = [c async for c in changes]
     assert states[1].state is ClientState.RECONNECTING and states[1].code == 1001
+    assert type(states[1].code) is int and type(states[1].exception) is ConnectionClosed
     assert client.statistics().attempts == 3
     assert isinstance(info.value.cause, ConnectionBroken)  # nobody listens: connection refused
 
@@ -511,3 +513,75 @@ async def test_hub_outbox_full_a_state_value_still_replaces_the_queued_one_and_a
             assert hub.statistics().disconnects.get("slow-consumer") == 1
         nursery.cancel_scope.cancel()
     await hub.aclose()
+
+
+# ------------------------------------------------------------------- bounds, tokens, controls
+
+
+@bounded
+async def test_hub_announcing_a_heartbeat_beyond_the_limits_fails_the_client(autojump_clock: Any) -> None:
+    hub = Hub(heartbeat_interval=4000, heartbeat_timeout=9000)  # the client accepts up to 3600 s
+    async with open_memory_link(hub.serve_stream) as link:
+        with pytest.raises(ReconnectFailed) as info:
+            async with connect(URL, transport=link.transport):
+                await trio.sleep_forever()
+        await trio.sleep(60)
+        assert link.accepted == 1
+        await hub.aclose()
+    assert isinstance(info.value.cause, ProtocolError) and "interval" in str(info.value.cause)
+
+
+async def test_loopback_hub_refusing_a_token_never_shows_it() -> None:
+    secret = "tok-5ecret-TOKEN"
+
+    async def tokens() -> str:
+        return secret
+
+    hub = Hub(heartbeat_interval=1, heartbeat_timeout=3, authenticate=lambda request: None)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(hub.serve, "127.0.0.1", 0)
+            with pytest.raises(ReconnectFailed) as info:
+                async with connect(f"ws://127.0.0.1:{port}/", token_provider=tokens):
+                    await trio.sleep_forever()
+            await hub.aclose()
+    cause = info.value.cause
+    assert isinstance(cause, HandshakeRejected) and cause.status == 401
+    assert secret not in f"{info.value} {info.value!r} {cause} {cause!r} {cause.__cause__!r}"
+
+
+@bounded
+async def test_hub_pause_reconnect_now_and_next_attempt_at(autojump_clock: Any) -> None:
+    hub = Hub(heartbeat_interval=1, heartbeat_timeout=3)
+    async with open_memory_link(hub.serve_stream) as link:
+        async with connect(URL, transport=link.transport, backoff=Backoff(base=30, cap=30)) as client:
+            await client.wait_state(ClientState.OPEN)
+            client.pause()
+            (session,) = hub.sessions()
+            hub.close(session, 4001, "go away")
+            lost = await client.wait_state(ClientState.RECONNECTING)
+            assert lost.next_attempt_at is None and client.statistics().paused
+            await trio.sleep(300)
+            assert link.accepted == 1
+            client.resume()
+            waiting = client.statistics().next_attempt_at
+            assert waiting is not None and waiting <= trio.current_time() + 30
+            now = trio.current_time()
+            assert client.reconnect_now()
+            await client.wait_state(ClientState.OPEN)
+            assert trio.current_time() == now and link.accepted == 2
+        await hub.aclose()
+
+
+@bounded
+async def test_hub_a_users_exception_group_comes_out_as_that_group(autojump_clock: Any) -> None:
+    hub = Hub(heartbeat_interval=1, heartbeat_timeout=3)
+    group = ExceptionGroup("mine", [KeyError("a"), ValueError("b")])
+    async with open_memory_link(hub.serve_stream) as link:
+        with pytest.raises(ExceptionGroup) as info:
+            async with connect(URL, transport=link.transport) as client:
+                await client.wait_state(ClientState.OPEN)
+                raise group
+        await hub.aclose()
+    assert info.value.message == "mine"
+    assert all(a is b for a, b in zip(info.value.exceptions, group.exceptions, strict=True))

@@ -336,6 +336,21 @@ async def test_max_attempts_after_a_healthy_link_is_lost_is_that_many_reconnect_
     assert len(server.connect_times) == 1 + 3
 
 
+async def test_the_fresh_token_retry_after_4401_does_not_count_as_an_attempt() -> None:
+    async def tokens() -> str:
+        return "t0k3n"
+
+    with IndependentServer() as server, trio.fail_after(10):
+        # attempt 1 is accepted and closed with 4401; the free retry and attempt 2 are refused
+        server.handshake_script[:] = [lambda c, r: None] + [reject_handshake(503)] * 5
+        server.script[:] = [close_after(4401)]
+        backoff = Backoff(base=0.01, cap=0.01, max_attempts=2)
+        with pytest.raises(ReconnectFailed, match="gave up after 2"):
+            async with connect(server.url, backoff=backoff, token_provider=tokens):
+                await trio.sleep_forever()
+    assert len(server.connect_times) == 3
+
+
 # ------------------------------------------------------------------ controls for a status UI
 
 
