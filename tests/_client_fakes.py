@@ -2,7 +2,7 @@
 
 ``MiniHub.transport`` is a ``trioconn`` client transport: each connection attempt makes a
 ``trio.testing.memory_stream_pair()``, serves the server half here and wraps the client half with
-``trio_websocket.wrap_client_stream``. Each connection is handled by the next handler in
+``trioconn.wrap_client_stream``. Each connection is handled by the next handler in
 ``hub.script`` (default: ``Session.serve``, a well-behaved server), so a test can script
 rejections, immediate closes, frozen servers and so on, attempt by attempt.
 """
