@@ -2,14 +2,16 @@
 
 ``MiniHub.transport`` is a ``trioconn`` client transport: each connection attempt makes a
 ``trio.testing.memory_stream_pair()``, serves the server half here and wraps the client half with
-``trio_websocket.wrap_client_stream``. Each connection is handled by the next handler in
+``trioconn.wrap_client_stream``. Each connection is handled by the next handler in
 ``hub.script`` (default: ``Session.serve``, a well-behaved server), so a test can script
 rejections, immediate closes, frozen servers and so on, attempt by attempt.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
+import json
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -18,9 +20,11 @@ import trio
 import trio.testing
 import trio_websocket
 
+from trioconn import wrap_client_stream
 from trioconn._protocol import (
     End,
     Error,
+    Event,
     Ping,
     Pong,
     Publish,
@@ -36,7 +40,33 @@ from trioconn._protocol import (
     parse_client_frame,
 )
 
+# The protocol frames are re-exported for the tests that script a server with them.
+__all__ = [
+    "End",
+    "Error",
+    "Event",
+    "MiniHub",
+    "Ping",
+    "Publish",
+    "Session",
+    "Subscribe",
+    "Unsubscribe",
+    "Welcome",
+    "bounded",
+]
+
 Handler = Callable[["Session"], Awaitable[None]]
+
+
+def bounded(test: Any) -> Any:
+    """Fail a test that waits forever (in virtual time) instead of hanging the run."""
+
+    @functools.wraps(test)
+    async def wrapper(*args: Any, **kwargs: Any) -> None:
+        with trio.fail_after(3600):
+            await test(*args, **kwargs)
+
+    return wrapper
 
 
 class Topic:
@@ -69,6 +99,7 @@ class Session:
         self.opened_at: float | None = None
         self._out_send, self._out_receive = trio.open_memory_channel[str | tuple[int, str]](1000)
         self.client_stream: Any = None
+        self.server_stream: trio.abc.Stream | None = None
 
     # -- helpers for handlers and tests
 
@@ -161,6 +192,7 @@ class Session:
             pass
 
     async def main(self, server_stream: trio.abc.Stream, handler: Handler) -> None:
+        self.server_stream = server_stream
         try:
             async with trio.open_nursery() as nursery:
                 self.request = await trio_websocket.wrap_server_stream(nursery, server_stream)
@@ -299,15 +331,7 @@ class MiniHub:
         handler = self.script.pop(0) if self.script else Session.serve
         self.nursery.start_soon(session.main, server_stream, handler)
         nursery.start_soon(_close_on_cancel, client_stream)
-        parts = urllib.parse.urlsplit(url)
-        resource = parts.path + (f"?{parts.query}" if parts.query else "")
-        return await trio_websocket.wrap_client_stream(
-            nursery,
-            client_stream,  # type: ignore[arg-type]
-            "test",
-            resource,
-            extra_headers=headers,
-        )
+        return await wrap_client_stream(nursery, client_stream, url, headers)
 
 
 async def _close_on_cancel(stream: trio.abc.AsyncResource) -> None:
@@ -344,6 +368,27 @@ async def frozen(session: Session) -> None:
 
 async def hang_handshake(session: Session) -> None:
     await trio.sleep_forever()
+
+
+async def eof_in_handshake(session: Session) -> None:
+    """Read the client's request, then close the socket without answering."""
+    assert session.server_stream is not None
+    await session.server_stream.aclose()
+
+
+async def garbage_in_handshake(session: Session) -> None:
+    """Answer the opening handshake with bytes that are not HTTP, then wait."""
+    assert session.server_stream is not None
+    await session.server_stream.send_all(b"\x16\x03\x01 not http at all\r\n\r\n")
+    await trio.sleep_forever()
+
+
+def welcome_text(session: Session, **heartbeat: Any) -> str:
+    obj = json.loads(
+        Welcome(f"s{session.index}", session.hub.interval, session.hub.timeout, 1 << 20).to_json()
+    )
+    obj["heartbeat"].update(heartbeat)
+    return json.dumps(obj)
 
 
 def stream_closed(session: Session) -> bool:

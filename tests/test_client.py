@@ -7,7 +7,7 @@ as every task is blocked), so heartbeats, timeouts and backoff take no wall time
 from __future__ import annotations
 
 import contextlib
-import functools
+import logging
 import math
 import random
 from typing import Any
@@ -16,40 +16,45 @@ import pytest
 import trio
 import trio.testing
 
-from trioconn._backoff import Backoff
-from trioconn._client import ClientState, StateChange, connect
-from trioconn._exceptions import (
+from trioconn import (
+    Backoff,
+    ClientState,
+    CloseAction,
     ConnectionBroken,
     ConnectionClosed,
+    EventItem,
     HandshakeRejected,
+    ProtocolError,
     ReconnectFailed,
+    ResetItem,
     ServerError,
+    SnapshotItem,
+    StateChange,
+    connect,
 )
-from trioconn._protocol import CloseAction, Event, Publish, Subscribe, Unsubscribe
-from trioconn._subscription import EventItem, ResetItem, SnapshotItem
 
 from ._client_fakes import (
+    End,
+    Error,
+    Event,
     MiniHub,
+    Ping,
+    Publish,
     Session,
+    Subscribe,
+    Unsubscribe,
+    bounded,
     close_after_welcome,
+    eof_in_handshake,
     frozen,
+    garbage_in_handshake,
     hang_handshake,
     reject,
     stream_closed,
+    welcome_text,
 )
 
 URL = "ws://hub.test/live"
-
-
-def bounded(test: Any) -> Any:
-    """Fail a test that waits forever (in virtual time) instead of hanging the run."""
-
-    @functools.wraps(test)
-    async def wrapper(*args: Any, **kwargs: Any) -> None:
-        with trio.fail_after(3600):
-            await test(*args, **kwargs)
-
-    return wrapper
 
 
 def client_tasks() -> list[str]:
@@ -386,8 +391,6 @@ async def test_subscribe_refused_by_server_raises_from_iteration(autojump_clock:
 
         def handle(frame: Any) -> None:
             if isinstance(frame, Subscribe):
-                from trioconn._protocol import Error
-
                 session.send_nowait(Error("forbidden", "no", frame.ref, frame.topic))
             else:
                 original(frame)
@@ -680,10 +683,13 @@ async def test_handshake_that_never_completes_hits_connect_timeout(autojump_cloc
             changes = client.state_changes()
             await client.wait_state(ClientState.OPEN)
             seen = [await changes.__anext__() for _ in range(3)]
-            assert hub.attempt_times[0] == 0 or hub.attempt_times[1] - hub.attempt_times[0] >= 3.0
         nursery.cancel_scope.cancel()
     assert [c.state for c in seen] == [ClientState.CONNECTING, ClientState.CONNECTING, ClientState.OPEN]
     assert "connect_timeout" in seen[1].reason
+    # the timeout, then the first backoff delay (at most 0.5 s), then the second attempt
+    gap = hub.attempt_times[1] - hub.attempt_times[0]
+    assert seen[1].next_attempt_at == hub.attempt_times[1]
+    assert 3.0 <= gap <= 3.5
 
 
 # ------------------------------------------------------------------------------ cancellation
@@ -944,7 +950,7 @@ async def test_token_provider_returning_garbage_fails_clearly(autojump_clock: An
 def test_the_close_code_table_in_the_docs_matches_close_codes() -> None:
     from pathlib import Path
 
-    from trioconn._protocol import CLOSE_CODES
+    from trioconn import CLOSE_CODES
 
     text = (Path(__file__).parent.parent / "docs" / "client.md").read_text()
     table = text.split("<!-- close-codes:start -->\n")[1].split("<!-- close-codes:end -->")[0]
@@ -952,16 +958,540 @@ def test_the_close_code_table_in_the_docs_matches_close_codes() -> None:
     assert table.strip().splitlines()[2:] == rows
 
 
-def test_several_failures_of_one_connection_translate_to_the_most_specific() -> None:
-    import trio_websocket
+# ------------------------------------------------------------ a received close always decides
 
-    from trioconn._client import _translate
 
-    group = ExceptionGroup(
-        "x", [trio.BrokenResourceError("reset"), trio_websocket.ConnectionRejected(401, (), b"no")]
+def close_at(moment: str, spins: int, code: int = 1000) -> Any:
+    """A server that welcomes, then closes with ``code`` at ``moment``, ``spins`` checkpoints late.
+
+    ``ping``: right after a ping (the client's pong races the close); ``burst``: after 300 events
+    with a ping every 50 (the reader is busy, pongs race the close); ``welcome``: at once (the
+    client's re-sent ``subscribe`` races the close).
+    """
+
+    async def handler(session: Session) -> None:
+        await session.accept()
+        assert session.ws is not None
+        if moment == "ping":
+            await session.ws.send_message(Ping(1).to_json())
+        elif moment == "burst":
+            for offset in range(1, 301):
+                await session.ws.send_message(Event("feed", offset, offset).to_json())
+                if offset % 50 == 0:
+                    await session.ws.send_message(Ping(offset).to_json())
+        for _ in range(spins):
+            await trio.lowlevel.checkpoint()
+        await session.ws.aclose(code, "closing")
+
+    return handler
+
+
+@bounded
+async def test_a_close_1000_at_any_moment_ends_the_client_without_a_reconnect_100_of_100(
+    autojump_clock: Any,
+) -> None:
+    outcomes = []
+    async with trio.open_nursery() as nursery:
+        for run in range(100):
+            hub = MiniHub(nursery)
+            hub.script.append(close_at(("welcome", "ping", "burst")[run % 3], spins=run // 3))
+            async with connect(URL, transport=hub.transport) as client, client.subscribe("feed"):
+                final = await client.wait_state(ClientState.CLOSED)
+            stats = client.statistics()
+            outcomes.append((final.code, stats.attempts, stats.reconnects, len(hub.sessions)))
+        nursery.cancel_scope.cancel()
+    assert outcomes == [(1000, 1, 0, 1)] * 100
+
+
+@pytest.mark.parametrize(("code", "token"), [(4403, True), (1008, True), (4401, False)])
+@bounded
+async def test_a_final_close_after_welcome_fails_once_whatever_races_it(
+    autojump_clock: Any, code: int, token: bool
+) -> None:
+    async def tokens() -> str:
+        return "t0k3n"
+
+    async with trio.open_nursery() as nursery:
+        for run in range(30):
+            hub = MiniHub(nursery)
+            hub.script.append(close_at(("welcome", "ping", "burst")[run % 3], spins=run // 3, code=code))
+            with pytest.raises(ReconnectFailed) as info:
+                async with (
+                    connect(URL, transport=hub.transport, token_provider=tokens if token else None) as client,
+                    client.subscribe("feed"),
+                ):
+                    await trio.sleep_forever()
+            await trio.sleep(100)
+            assert len(hub.sessions) == 1 and client.statistics().attempts == 1
+            cause = info.value.cause
+            assert type(cause) is ConnectionClosed and type(cause.code) is int and cause.code == code
+        nursery.cancel_scope.cancel()
+
+
+@bounded
+async def test_state_changes_carry_plain_int_codes_and_only_public_exceptions(autojump_clock: Any) -> None:
+    public = {ConnectionClosed, ConnectionBroken, HandshakeRejected, ProtocolError, ReconnectFailed}
+    async with trio.open_nursery() as nursery:
+        hub = MiniHub(nursery)
+        # 1001 and 1011 are wsproto enum members when received; 4001 is an application code
+        hub.script += [close_at("ping", 0, 1001), close_at("burst", 3, 1011), close_at("welcome", 1, 4001)]
+        hub.script += [reject(503), close_at("ping", 2, 1008)]
+        with pytest.raises(ReconnectFailed) as info:
+            async with connect(URL, transport=hub.transport) as client, client.subscribe("feed"):
+                changes = client.state_changes()
+                await trio.sleep_forever()
+        seen = [change async for change in changes]
+        nursery.cancel_scope.cancel()
+    codes = [change.code for change in seen if change.code is not None]
+    assert codes == [1001, 1011, 4001, 1008] and all(type(code) is int for code in codes)
+    assert all(type(change.exception) in public for change in seen if change.exception is not None)
+    assert type(info.value.cause) is ConnectionClosed and type(info.value.cause.code) is int
+
+
+# --------------------------------------------------------------------- the opening handshake
+
+
+@pytest.mark.parametrize("fault", [eof_in_handshake, garbage_in_handshake])
+@bounded
+async def test_a_server_that_ends_the_handshake_costs_one_backoff_delay_not_connect_timeout(
+    autojump_clock: Any, fault: Any
+) -> None:
+    async with trio.open_nursery() as nursery:
+        hub = MiniHub(nursery)
+        hub.script += [fault, fault]
+        async with connect(URL, transport=hub.transport, connect_timeout=10.0) as client:
+            changes = client.state_changes()
+            await client.wait_state(ClientState.OPEN)
+            seen = [await changes.__anext__() for _ in range(4)]
+        nursery.cancel_scope.cancel()
+    assert [c.state for c in seen[:3]] == [ClientState.CONNECTING] * 3
+    assert all(type(c.exception) is ConnectionBroken for c in seen[1:3])
+    assert all("connect_timeout" not in c.reason for c in seen[1:3])
+    times = hub.attempt_times
+    assert times[1] - times[0] <= Backoff().ceiling(1)  # the first delay only
+    assert times[2] - times[1] <= Backoff().ceiling(2)
+
+
+# ---------------------------------------------------------------- welcome and frame bounds
+
+
+def bad_welcome(**heartbeat: Any) -> Any:
+    async def handler(session: Session) -> None:
+        await session.accept(welcome=False)
+        assert session.ws is not None
+        await session.ws.send_message(welcome_text(session, **heartbeat))
+        await session.run()
+
+    return handler
+
+
+async def deep_event(session: Session) -> None:
+    await session.accept()
+    assert session.ws is not None
+    await session.ws.send_message(
+        '{"type":"event","topic":"feed","offset":1,"data":' + "[" * 5000 + "]" * 5000 + "}"
     )
-    translated = _translate(group)
-    assert isinstance(translated, HandshakeRejected) and translated.status == 401
-    assert isinstance(_translate(ExceptionGroup("y", [OSError("down")])), ConnectionBroken)
-    bug = ExceptionGroup("z", [KeyError("a"), KeyError("b")])
-    assert _translate(bug) is bug
+    await session.run()
+
+
+@pytest.mark.parametrize(
+    "handler",
+    [
+        bad_welcome(interval=0),
+        bad_welcome(timeout=0),
+        bad_welcome(interval=0.0099),
+        bad_welcome(timeout=3600.5),
+        bad_welcome(interval=1e9),
+        bad_welcome(interval=10**400),
+        bad_welcome(interval=-1),
+        bad_welcome(timeout="10"),
+        bad_welcome(interval=True),
+        deep_event,
+    ],
+    ids=[
+        "interval-0",
+        "timeout-0",
+        "below-min",
+        "above-max",
+        "1e9",
+        "400-digits",
+        "negative",
+        "str",
+        "bool",
+        "deep",
+    ],
+)
+@bounded
+async def test_a_server_frame_out_of_bounds_fails_with_a_protocol_error_and_never_retries(
+    autojump_clock: Any, handler: Any
+) -> None:
+    async with trio.open_nursery() as nursery:
+        hub = MiniHub(nursery)
+        hub.script.append(handler)
+        with pytest.raises(ReconnectFailed) as info:
+            async with connect(URL, transport=hub.transport):
+                await trio.sleep_forever()
+        await trio.sleep(100)
+        nursery.cancel_scope.cancel()
+    assert type(info.value.cause) is ProtocolError
+    assert info.value.cause.code in ("invalid-field", "invalid-json")
+    assert len(hub.sessions) == 1
+    session = hub.sessions[0]
+    assert session.ws is not None and session.ws.closed is not None and session.ws.closed.code == 1002
+
+
+@pytest.mark.parametrize("heartbeat", [(0.01, 0.01), (3600, 3600), (0.5, 3600.0)])
+@bounded
+async def test_a_welcome_at_the_heartbeat_limits_is_accepted(autojump_clock: Any, heartbeat: Any) -> None:
+    async with trio.open_nursery() as nursery:
+        hub = MiniHub(nursery, ping=False)
+        hub.script.append(bad_welcome(interval=heartbeat[0], timeout=heartbeat[1]))
+        async with connect(URL, transport=hub.transport) as client:
+            await client.wait_state(ClientState.OPEN)
+        nursery.cancel_scope.cancel()
+
+
+@bounded
+async def test_a_flood_of_unmatched_error_frames_is_logged_once_per_period(
+    autojump_clock: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="trioconn.client")
+
+    async def flood(session: Session) -> None:
+        await session.accept()
+        assert session.ws is not None
+        for _ in range(5000):
+            await session.ws.send_message(Error("internal", "oops").to_json())
+        await trio.sleep(11)
+        await session.ws.send_message(Error("internal", "oops again").to_json())
+        await session.run()
+
+    async with trio.open_nursery() as nursery:
+        hub = MiniHub(nursery, interval=5, timeout=15)
+        hub.script.append(flood)
+        async with connect(URL, transport=hub.transport) as client:
+            await client.wait_state(ClientState.OPEN)
+            await trio.sleep(20)
+            assert client.state is ClientState.OPEN
+        nursery.cancel_scope.cancel()
+    lines = [r.getMessage() for r in caplog.records if r.name == "trioconn.client"]
+    assert len(lines) == 2, lines
+    assert "oops" in lines[0] and "oops again" in lines[1] and "4999 more" in lines[1]
+
+
+# ------------------------------------------------------------------------ tokens stay secret
+
+
+SECRET = "tok-5ecret-TOKEN"
+
+
+def echo_token_in_close_reason(code: int) -> Any:
+    async def handler(session: Session) -> None:
+        await session.accept()
+        session.close_nowait(code, f"bad {session.query.get('token')}")
+        await session.run(ping=False)
+
+    return handler
+
+
+def reject_echoing_the_request(status: int) -> Any:
+    async def handler(session: Session) -> None:
+        await session.reject(status, f"refused {session.url} {session.headers}".encode())
+
+    return handler
+
+
+@bounded
+async def test_the_token_never_appears_in_errors_state_changes_or_logs(
+    autojump_clock: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="trioconn")
+
+    async def tokens() -> str:
+        return SECRET
+
+    async with trio.open_nursery() as nursery:
+        hub = MiniHub(nursery)
+        hub.script += [echo_token_in_close_reason(1012), reject_echoing_the_request(503)]
+        hub.script += [reject_echoing_the_request(401)]
+        with pytest.raises(ReconnectFailed) as info:
+            async with connect(URL, transport=hub.transport, token_provider=tokens) as client:
+                changes = client.state_changes()
+                await trio.sleep_forever()
+        seen = [change async for change in changes]
+        nursery.cancel_scope.cancel()
+    assert SECRET in hub.sessions[2].url  # the server did get it
+    assert isinstance(info.value.cause, HandshakeRejected) and info.value.cause.status == 401
+    texts = [r.getMessage() for r in caplog.records]
+    for change in seen:
+        texts.append(change.reason)
+        texts.extend(every_message(change.exception))
+    texts.extend(every_message(info.value))
+    assert [text for text in texts if SECRET in text] == []
+    assert any("<redacted>" in text for text in texts)
+
+
+def every_message(exc: BaseException | None) -> list[str]:
+    """str() and repr() of ``exc`` and of everything chained to it."""
+    texts: list[str] = []
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        texts += [str(exc), repr(exc), repr(getattr(exc, "body", ""))]
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, BaseException):
+            texts += every_message(cause)
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    return texts
+
+
+@bounded
+async def test_a_malformed_token_is_refused_without_quoting_it(autojump_clock: Any) -> None:
+    async def tokens() -> str:
+        return SECRET + "\r\nX-Injected: yes"
+
+    async with trio.open_nursery() as nursery:
+        hub = MiniHub(nursery)
+        with pytest.raises(ReconnectFailed, match="visible ASCII") as info:
+            async with connect(URL, transport=hub.transport, token_provider=tokens):
+                await trio.sleep_forever()
+        nursery.cancel_scope.cancel()
+    assert hub.sessions == []
+    assert not [text for text in every_message(info.value) if SECRET in text]
+
+
+# ------------------------------------------------------- the answer gate on every connection
+
+
+@bounded
+async def test_after_a_reconnect_events_before_the_answer_to_the_resume_are_ignored(
+    autojump_clock: Any,
+) -> None:
+    async def early_event_then_serve(session: Session) -> None:
+        # the new connection sends an event (newer than the resume point) before its answer
+        await session.accept()
+        session.send_nowait(Event("feed", 50, "early"))
+        await session.run()
+
+    async with trio.open_nursery() as nursery:
+        hub = MiniHub(nursery)
+        hub.script += [Session.serve, early_event_then_serve]
+        async with connect(URL, transport=hub.transport) as client, client.subscribe("feed") as sub:
+            await client.wait_state(ClientState.OPEN)
+            await trio.testing.wait_all_tasks_blocked()
+            hub.write("feed", 1)
+            first = await sub.__anext__()
+            hub.close_all(1012)
+            await client.wait_state(ClientState.RECONNECTING)
+            await client.wait_state(ClientState.OPEN)
+            await trio.testing.wait_all_tasks_blocked()
+            hub.write("feed", 2)
+            second = await sub.__anext__()
+        nursery.cancel_scope.cancel()
+    assert (first.offset, second.offset) == (1, 2)
+    assert isinstance(second, EventItem) and second.data == 2
+
+
+@bounded
+async def test_an_end_before_the_answer_on_a_new_connection_does_not_end_the_subscription(
+    autojump_clock: Any,
+) -> None:
+    async def early_end_then_serve(session: Session) -> None:
+        await session.accept()
+        session.send_nowait(End("feed", 9))
+        await session.run()
+
+    async with trio.open_nursery() as nursery:
+        hub = MiniHub(nursery)
+        hub.script += [Session.serve, early_end_then_serve]
+        async with connect(URL, transport=hub.transport) as client, client.subscribe("feed") as sub:
+            await client.wait_state(ClientState.OPEN)
+            await trio.testing.wait_all_tasks_blocked()
+            hub.write("feed", 1)
+            await sub.__anext__()
+            hub.close_all(1012)
+            await client.wait_state(ClientState.RECONNECTING)
+            await client.wait_state(ClientState.OPEN)
+            await trio.testing.wait_all_tasks_blocked()
+            hub.write("feed", 2)
+            assert (await sub.__anext__()).offset == 2
+        nursery.cancel_scope.cancel()
+
+
+# ------------------------------------------------------------------------ counting attempts
+
+
+async def stay_up_until_closed(session: Session) -> None:
+    await session.serve()
+
+
+@pytest.mark.parametrize("max_attempts", [1, 5])
+@bounded
+async def test_max_attempts_is_the_number_of_reconnect_attempts_after_a_healthy_link_is_lost(
+    autojump_clock: Any, max_attempts: int
+) -> None:
+    async with trio.open_nursery() as nursery:
+        hub = MiniHub(nursery)
+        hub.script += [Session.serve] + [reject(503)] * 10
+        backoff = Backoff(max_attempts=max_attempts)
+        with pytest.raises(ReconnectFailed, match="gave up") as info:
+            async with connect(URL, transport=hub.transport, backoff=backoff, min_uptime=5) as client:
+                await client.wait_state(ClientState.OPEN)
+                await trio.sleep(5)  # healthy
+                hub.close_all(1012)
+                await trio.sleep_forever()
+        nursery.cancel_scope.cancel()
+    assert len(hub.sessions) == 1 + max_attempts
+    assert isinstance(info.value.cause, HandshakeRejected)
+
+
+@bounded
+async def test_the_fresh_token_retry_after_4401_does_not_count_as_an_attempt(autojump_clock: Any) -> None:
+    async def tokens() -> str:
+        return "t0k3n"
+
+    async with trio.open_nursery() as nursery:
+        hub = MiniHub(nursery)
+        # attempt 1 ends with 4401; the free retry is refused; then attempt 2 of 2 is refused
+        hub.script += [close_after_welcome(4401), reject(503), reject(503), Session.serve]
+        backoff = Backoff(max_attempts=2)
+        with pytest.raises(ReconnectFailed, match="gave up after 2"):
+            async with connect(URL, transport=hub.transport, backoff=backoff, token_provider=tokens):
+                await trio.sleep_forever()
+        nursery.cancel_scope.cancel()
+    assert len(hub.sessions) == 3
+    assert hub.attempt_times[1] == hub.attempt_times[0]  # the retry waits for no backoff
+
+
+# ------------------------------------------------------------------ controls for a status UI
+
+
+@bounded
+async def test_pause_holds_reconnection_until_resume(autojump_clock: Any) -> None:
+    async with trio.open_nursery() as nursery:
+        hub = MiniHub(nursery)
+        async with connect(URL, transport=hub.transport, backoff=Backoff(base=4, cap=4)) as client:
+            await client.wait_state(ClientState.OPEN)
+            client.pause()
+            assert client.paused and client.statistics().paused
+            changes = client.state_changes()
+            hub.close_all(1012)
+            lost = await client.wait_state(ClientState.RECONNECTING)
+            assert lost.next_attempt_at is None and lost.code == 1012
+            await trio.sleep(1000)
+            assert len(hub.sessions) == 1 and client.statistics().next_attempt_at is None
+            resumed_at = trio.current_time()
+            client.resume()
+            await client.wait_state(ClientState.OPEN)
+            seen = [await changes.__anext__() for _ in range(4)]
+        nursery.cancel_scope.cancel()
+    assert [(c.state, c.next_attempt_at) for c in seen[1:]] == [
+        (ClientState.RECONNECTING, None),
+        (ClientState.RECONNECTING, lost_at_plus_delay := seen[2].next_attempt_at),
+        (ClientState.OPEN, None),
+    ]
+    # resumed after the delay had passed: the attempt starts at once
+    assert lost_at_plus_delay is not None and lost_at_plus_delay <= resumed_at
+    assert hub.attempt_times[1] == resumed_at
+
+
+@bounded
+async def test_next_attempt_at_counts_down_and_reconnect_now_cuts_the_wait_short(autojump_clock: Any) -> None:
+    rng = random.Random(5)
+    expected_delay = Backoff(base=100, cap=100).delay(1, random.Random(5))
+    async with trio.open_nursery() as nursery:
+        hub = MiniHub(nursery)
+        async with connect(
+            URL, transport=hub.transport, backoff=Backoff(base=100, cap=100), rng=rng
+        ) as client:
+            await client.wait_state(ClientState.OPEN)
+            assert client.reconnect_now() is False  # connected: nothing to cut short
+            hub.close_all(1012)
+            lost_at = trio.current_time()
+            lost = await client.wait_state(ClientState.RECONNECTING)
+            assert lost.next_attempt_at == pytest.approx(lost_at + expected_delay)
+            assert client.statistics().next_attempt_at == lost.next_attempt_at
+            await trio.sleep(1)
+            changes = client.state_changes()
+            now = trio.current_time()
+            assert client.reconnect_now() is True
+            assert client.reconnect_now() is False  # already on its way
+            await client.wait_state(ClientState.OPEN)
+            seen = [await changes.__anext__() for _ in range(3)]
+            assert client.statistics().next_attempt_at is None
+        nursery.cancel_scope.cancel()
+    assert hub.attempt_times[1] == now
+    assert [(c.state, c.next_attempt_at) for c in seen] == [
+        (ClientState.RECONNECTING, lost.next_attempt_at),
+        (ClientState.RECONNECTING, now),
+        (ClientState.OPEN, None),
+    ]
+
+
+@bounded
+async def test_reconnect_now_while_paused_makes_one_attempt(autojump_clock: Any) -> None:
+    async with trio.open_nursery() as nursery:
+        hub = MiniHub(nursery)
+        hub.script += [Session.serve, reject(503), Session.serve]
+        async with connect(URL, transport=hub.transport) as client:
+            await client.wait_state(ClientState.OPEN)
+            client.pause()
+            hub.close_all(1012)
+            await client.wait_state(ClientState.RECONNECTING)
+            assert client.reconnect_now()
+            await trio.sleep(1000)  # that one attempt was refused; paused, no other follows
+            assert len(hub.sessions) == 2
+            assert client.state is ClientState.RECONNECTING and client.statistics().next_attempt_at is None
+            assert client.reconnect_now()
+            await client.wait_state(ClientState.OPEN)
+            assert client.paused  # still paused for the next loss
+        nursery.cancel_scope.cancel()
+    assert len(hub.sessions) == 3
+
+
+@bounded
+async def test_controls_after_the_client_closed_do_nothing(autojump_clock: Any) -> None:
+    async with trio.open_nursery() as nursery:
+        hub = MiniHub(nursery)
+        async with connect(URL, transport=hub.transport) as client:
+            await client.wait_state(ClientState.OPEN)
+        client.pause()
+        client.resume()
+        assert client.reconnect_now() is False
+        assert client.state is ClientState.CLOSED
+        nursery.cancel_scope.cancel()
+
+
+# ------------------------------------------------------------------- errors from the block
+
+
+@pytest.mark.parametrize("size", [1, 2])
+@bounded
+async def test_a_users_exception_group_comes_out_as_that_group(autojump_clock: Any, size: int) -> None:
+    group = ExceptionGroup("mine", [KeyError("a"), ValueError("b")][:size])
+    async with trio.open_nursery() as nursery:
+        hub = MiniHub(nursery)
+        with pytest.raises(ExceptionGroup) as info:
+            async with connect(URL, transport=hub.transport) as client:
+                await client.wait_state(ClientState.OPEN)
+                raise group
+        nursery.cancel_scope.cancel()
+    # the group itself (a trio nursery rebuilds groups it filters Cancelled from: same message,
+    # the very same exceptions inside), not one of its members and not wrapped in another group
+    assert type(info.value) is ExceptionGroup and info.value.message == "mine"
+    assert all(a is b for a, b in zip(info.value.exceptions, group.exceptions, strict=True))
+
+
+@bounded
+async def test_a_users_exception_group_from_a_nursery_in_the_block_is_kept(autojump_clock: Any) -> None:
+    async def fail(exc: Exception) -> None:
+        raise exc
+
+    async with trio.open_nursery() as nursery:
+        hub = MiniHub(nursery)
+        with pytest.raises(ExceptionGroup) as info:
+            async with connect(URL, transport=hub.transport), trio.open_nursery() as mine:
+                mine.start_soon(fail, KeyError("a"))
+                mine.start_soon(fail, ValueError("b"))
+        nursery.cancel_scope.cancel()
+    assert sorted(type(e).__name__ for e in info.value.exceptions) == ["KeyError", "ValueError"]

@@ -609,7 +609,12 @@ def assert_forgotten(hub):
     ["client-close", "reset", "heartbeat", "slow-consumer", "server-error", "cancellation", "work-done"],
 )
 async def test_whatever_ends_a_connection_its_state_and_tasks_are_gone(autojump_clock, ending):
-    hub = Hub(heartbeat_interval=1, heartbeat_timeout=3, outbox_size=2, authorize=lambda i, t, a: t != "boom")
+    def authorize(identity, topic, action):
+        if topic == "boom":
+            raise RuntimeError("a bug in the authorize hook")  # the server's own error: 1011
+        return True
+
+    hub = Hub(heartbeat_interval=1, heartbeat_timeout=3, outbox_size=2, authorize=authorize)
     hub.publish_nowait("t", 0)
     hub.set_state_nowait("s", 0)
     served = trio.Event()
@@ -642,7 +647,7 @@ async def test_whatever_ends_a_connection_its_state_and_tasks_are_gone(autojump_
             await client.closed()
         elif ending == "server-error":
             await client.send({"type": "subscribe", "topic": "boom"})
-            await client.closed()
+            assert (await client.closed()).code == 1011
         elif ending == "cancellation":
             scope.cancel()
             await client.closed()

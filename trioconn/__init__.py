@@ -13,10 +13,16 @@ from ._broker import MemoryBroker as MemoryBroker
 from ._client import Client as Client
 from ._client import ClientState as ClientState
 from ._client import ClientStatistics as ClientStatistics
+from ._client import EventItem as EventItem
+from ._client import ResetItem as ResetItem
+from ._client import SnapshotItem as SnapshotItem
 from ._client import StateChange as StateChange
+from ._client import Subscription as Subscription
+from ._client import SubscriptionItem as SubscriptionItem
 from ._client import Transport as Transport
 from ._client import connect as connect
 from ._client import tcp_transport as tcp_transport
+from ._client import wrap_client_stream as wrap_client_stream
 from ._connection import ConnectionStatistics as ConnectionStatistics
 from ._exceptions import BrokerUnavailable as BrokerUnavailable
 from ._exceptions import ConnectionBroken as ConnectionBroken
@@ -37,11 +43,6 @@ from ._protocol import CLOSE_CODES as CLOSE_CODES
 from ._protocol import PROTOCOL_VERSION as PROTOCOL_VERSION
 from ._protocol import CloseAction as CloseAction
 from ._protocol import CloseCodeInfo as CloseCodeInfo
-from ._subscription import EventItem as EventItem
-from ._subscription import ResetItem as ResetItem
-from ._subscription import SnapshotItem as SnapshotItem
-from ._subscription import Subscription as Subscription
-from ._subscription import SubscriptionItem as SubscriptionItem
 from ._threads import HubThreadHandle as HubThreadHandle
 from ._topics import TopicStatistics as TopicStatistics
 
@@ -84,4 +85,5 @@ __all__ = [
     "TrioconnError",
     "connect",
     "tcp_transport",
+    "wrap_client_stream",
 ]

@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-After the ``n``-th consecutive failed attempt (``n >= 1``) the client sleeps a delay drawn
+Before the ``n``-th reconnect attempt in a row (``n >= 1``) the client sleeps a delay drawn
 uniformly from ``[0, min(cap, base * factor ** (n - 1))]`` ("full jitter", see the AWS
 architecture blog post *Exponential Backoff And Jitter*): the ceiling grows exponentially so a
 broken server is not hammered, and the randomness spreads a crowd of clients that lost the same
@@ -31,14 +31,18 @@ class BackoffPolicy(Protocol):
 
     Attributes:
         max_attempts: how many connection attempts in a row may fail before the client gives up
-            (``None``: never give up; the caller bounds the wait with its own cancel scope).
+            (``None``: never give up; the caller bounds the wait with its own cancel scope). An
+            attempt fails if it never reached ``welcome`` or its link lasted less than
+            ``min_uptime``; losing a link that lasted longer is not a failure, so after it the
+            client makes exactly ``max_attempts`` reconnect attempts. A new client's first
+            attempt counts. The decision lives in ``trioconn/_decision.py``.
     """
 
     @property
     def max_attempts(self) -> int | None: ...
 
     def delay(self, failures: int, rng: random.Random) -> float:
-        """Seconds to wait after ``failures`` consecutive failed attempts (``failures >= 1``)."""
+        """Seconds to wait before reconnect attempt ``failures`` in a row (``failures >= 1``)."""
         ...
 
 
@@ -61,7 +65,8 @@ class Backoff:
         factor: how much the ceiling grows after each further failure (default 2).
         cap: the largest ceiling, in seconds (default 30: a client never waits much longer than
             half a minute once the server is back).
-        max_attempts: give up after this many consecutive failed attempts; ``None`` (the default)
+        max_attempts: give up after this many failed attempts in a row: after a healthy link is
+            lost, that many reconnect attempts (see ``BackoffPolicy``). ``None`` (the default)
             retries forever, because a live-data client usually wants to come back whenever
             the server does; bound it with your own cancel scope instead.
 
@@ -107,7 +112,9 @@ class Backoff:
     def schedule(self, rng: random.Random) -> Iterator[float]:
         """The delays after failure 1, 2, … (finite when ``max_attempts`` is set).
 
-        With ``max_attempts = n`` there are ``n - 1`` delays: one before each retry.
+        For a new client with ``max_attempts = n`` there are ``n - 1`` delays: one before each
+        retry after its first attempt. (After a healthy link is lost the client makes ``n``
+        reconnect attempts, each after a delay: ``delay(1)`` … ``delay(n)``.)
         """
         failures = 1
         while self.max_attempts is None or failures < self.max_attempts:

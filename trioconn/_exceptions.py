@@ -47,8 +47,9 @@ class ConnectionClosed(TrioconnError):
     """
 
     def __init__(self, code: int, reason: str = "") -> None:
+        code = int(code)  # a plain int, never a library's enum (wsproto's CloseReason is an IntEnum)
         super().__init__(f"connection closed with code {code}" + (f": {reason}" if reason else ""))
-        self.code = code
+        self.code: int = code
         self.reason = reason
 
 

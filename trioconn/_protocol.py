@@ -69,6 +69,11 @@ MAX_REF_LENGTH: Final = 128
 MAX_DATA_DEPTH: Final = 32
 #: A frame adds at most three levels around its data (a ``batch``, its ``frames`` list, an ``event``).
 MAX_FRAME_DEPTH: Final = MAX_DATA_DEPTH + 3
+#: The heartbeat ``interval`` and ``timeout`` a ``welcome`` may announce, in seconds. A client
+#: refuses anything else (``invalid-field``): 0 would make it give up on every link at once, and
+#: a huge value would switch dead-link detection off.
+MIN_HEARTBEAT: Final = 0.01
+MAX_HEARTBEAT: Final = 3600.0
 
 Ref: TypeAlias = "str | int | None"
 
@@ -263,15 +268,12 @@ def _int(obj: Mapping[str, Any], field: str, *, required: bool = True) -> int | 
     return value
 
 
-def _number(obj: Mapping[str, Any], field: str) -> float:
+def _seconds(obj: Mapping[str, Any], field: str, low: float, high: float) -> float:
+    """A duration within [low, high]; compared before any float conversion, so a 400-digit
+    integer is refused instead of raising ``OverflowError``."""
     value = obj.get(field)
-    if (
-        not isinstance(value, int | float)
-        or isinstance(value, bool)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise _bad(field, "must be a positive number")
+    if not isinstance(value, int | float) or isinstance(value, bool) or not low <= value <= high:
+        raise _bad(field, f"must be a number of seconds from {low:g} to {high:g}")
     return float(value)
 
 
@@ -643,11 +645,18 @@ def _parse_welcome(obj: Mapping[str, Any]) -> Welcome:
         raise _bad("version", f"is {version}; this client speaks version {PROTOCOL_VERSION}")
     return Welcome(
         session=_str(obj, "session") or "",
-        heartbeat_interval=_number(heartbeat, "interval"),
-        heartbeat_timeout=_number(heartbeat, "timeout"),
+        heartbeat_interval=_seconds(heartbeat, "interval", MIN_HEARTBEAT, MAX_HEARTBEAT),
+        heartbeat_timeout=_seconds(heartbeat, "timeout", MIN_HEARTBEAT, MAX_HEARTBEAT),
         max_frame_size=_int(obj, "max_frame_size") or 0,
         version=version,
     )
+
+
+def _rtt(value: object) -> float | None:
+    """The informational ``ping.rtt``: a sane number of seconds, or None (never an error)."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= MAX_HEARTBEAT:
+        return float(value)
+    return None
 
 
 def _parse_error(obj: Mapping[str, Any]) -> Error:
@@ -662,9 +671,7 @@ def _parse_error(obj: Mapping[str, Any]) -> Error:
 
 _SERVER_PARSERS: Final[dict[str, Callable[[Mapping[str, Any]], ServerFrame]]] = {
     "welcome": _parse_welcome,
-    "ping": lambda o: Ping(
-        _int(o, "id") or 0, o.get("rtt") if isinstance(o.get("rtt"), float | int) else None
-    ),
+    "ping": lambda o: Ping(_int(o, "id") or 0, _rtt(o.get("rtt"))),
     "subscribed": lambda o: _parse_subscribed(o, Subscribed),
     "reset": lambda o: _parse_subscribed(o, Reset),
     "event": lambda o: Event(_topic(o), _int(o, "offset") or 0, o.get("data")),

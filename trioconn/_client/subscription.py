@@ -6,9 +6,10 @@ A ``Subscription`` outlives connections. It remembers the ``epoch`` and the ``of
 last item it queued for the consumer; after a reconnect the client re-sends ``subscribe`` with
 that resume point. The server answers ``subscribed`` (the events after the resume point follow:
 no gap) or ``reset`` (the resume point is gone: the consumer gets a ``ResetItem``, never a silent
-gap). On every connection the subscription ignores events until the answer to *this*
-connection's ``subscribe`` arrived (matched by ``ref``), and it drops any event whose offset is
-not beyond the last one queued in the same epoch, so a duplicate can never reach the consumer.
+gap). On every connection, events are ignored until the answer to *this* connection's
+``subscribe`` arrived (matched by ``ref``; the link keeps the set of answered subscriptions, so a
+new connection starts with none), and the subscription drops any event whose offset is not
+beyond the last one queued in the same epoch, so a duplicate can never reach the consumer.
 
 The reader task of the connection pushes items into a bounded trio memory channel. When the
 consumer falls behind, the reader waits (backpressure reaches the server through TCP, and the
@@ -25,7 +26,7 @@ from typing import Any, Self, TypeAlias
 import attrs
 import trio
 
-from ._protocol import Event, Reset, Subscribe, Subscribed, validate_topic
+from .._protocol import Event, Reset, Subscribe, Subscribed, validate_topic
 
 __all__ = ["EventItem", "ResetItem", "SnapshotItem", "Subscription", "SubscriptionItem"]
 
@@ -133,9 +134,8 @@ class Subscription:
         self._epoch: str | None = None
         self._offset: int | None = None
         self._kind: str | None = None
-        #: ref of the ``subscribe`` sent on the current connection, and whether it was answered.
+        #: ref of the ``subscribe`` sent on the current connection.
         self._ref: int | None = None
-        self._answered = False
         #: set when the subscription is over: None = normal end, else the error to raise.
         self._finished = False
         self._error: BaseException | None = None
@@ -198,7 +198,6 @@ class Subscription:
     def _subscribe_frame(self, ref: int) -> Subscribe:
         """The ``subscribe`` for a new connection: resume if we have a position, else ``last``."""
         self._ref = ref
-        self._answered = False
         if self._epoch is not None:
             return Subscribe(self.topic, ref, epoch=self._epoch, offset=self._offset or 0)
         return Subscribe(self.topic, ref, last=self._last)
@@ -210,7 +209,6 @@ class Subscription:
         """Take the ``subscribed``/``reset`` answer; return the items to queue."""
         items: list[SubscriptionItem] = []
         previous_epoch, previous_offset = self._epoch, self._offset
-        self._answered = True
         if frame.kind is not None:
             self._kind = frame.kind
         # The replayed events that follow carry offsets up to frame.offset.
@@ -245,8 +243,11 @@ class Subscription:
         return items
 
     def _on_event(self, frame: Event) -> EventItem | None:
-        """Return the item for ``frame``, or None to drop it (not answered yet, or a duplicate)."""
-        if not self._answered or self._epoch is None:
+        """Return the item for ``frame``, or None to drop it (a duplicate, or no position yet).
+
+        The link calls this only once this connection's ``subscribe`` was answered.
+        """
+        if self._epoch is None:
             return None
         if self._offset is not None and frame.offset <= self._offset:
             return None
