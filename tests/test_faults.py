@@ -1,5 +1,8 @@
 """Fault injection on the in-memory link (virtual time) and the loopback TCP proxy."""
 
+import contextlib
+from functools import partial
+
 import pytest
 import trio
 import trio.testing
@@ -141,4 +144,31 @@ async def test_tcp_proxy_passes_stalls_and_resets_real_connections():
             with pytest.raises(ValueError, match="target_port"):
                 async with open_fault_proxy("127.0.0.1", 0):
                     pass
+        nursery.cancel_scope.cancel()
+
+
+async def test_leaving_the_proxy_block_closes_both_sides_of_every_connection():
+    server_saw_eof = trio.Event()
+
+    async def target(stream):
+        async with stream:
+            while await stream.receive_some():
+                pass
+            server_saw_eof.set()
+
+    async with trio.open_nursery() as nursery:
+        (listener,) = await nursery.start(partial(trio.serve_tcp, target, 0, host="127.0.0.1"))
+        port = listener.socket.getsockname()[1]
+        client = None
+        async with open_fault_proxy("127.0.0.1", port) as proxy:
+            client = await trio.open_tcp_stream("127.0.0.1", proxy.port)
+            await client.send_all(b"hello")
+            await proxy.wait_connections(1)
+        # the proxy's pipes were cancelled from outside: the server's side is closed too
+        with trio.fail_after(2):
+            await server_saw_eof.wait()
+            # EOF, or a reset if the proxy had unread bytes of ours: closed either way
+            with contextlib.suppress(trio.BrokenResourceError):
+                assert await client.receive_some() == b""
+        await client.aclose()
         nursery.cancel_scope.cancel()

@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 import socket
 import struct
-import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from functools import partial
@@ -26,6 +25,7 @@ import trio
 import trio.testing
 import trio_websocket
 
+from ._client.transport import wrap_client_stream
 from ._groups import unwrap_group
 
 __all__ = ["FaultProxy", "FaultyLink", "MemoryLink", "open_fault_proxy", "open_memory_link"]
@@ -144,10 +144,13 @@ class _Pipe:
                         nursery.start_soon(self._read, source, send)
                         nursery.start_soon(self._write, receive, sink)
         finally:
-            for stream in self._streams:
-                if self._reset:
-                    _set_linger_zero(stream)
-                await trio.aclose_forcefully(stream)
+            # Shielded: when the link's nursery is cancelled, the first close would re-raise
+            # that cancellation and leave the other stream open.
+            with trio.CancelScope(shield=True):
+                for stream in self._streams:
+                    if self._reset:
+                        _set_linger_zero(stream)
+                    await trio.aclose_forcefully(stream)
 
     async def _read(self, source: trio.abc.Stream, out: trio.MemorySendChannel[tuple[float, bytes]]) -> None:
         async with out:
@@ -274,16 +277,7 @@ class MemoryLink(FaultyLink):
         """
         stream = await self.open_stream()
         nursery.start_soon(_close_when_cancelled, stream)
-        parts = urllib.parse.urlsplit(url)
-        resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        # trio-websocket annotates socket streams but works on any trio stream
-        return await trio_websocket.wrap_client_stream(
-            nursery,
-            stream,  # type: ignore[arg-type]
-            parts.hostname or "localhost",
-            resource,
-            extra_headers=headers,
-        )
+        return await wrap_client_stream(nursery, stream, url, headers)
 
 
 async def _close_when_cancelled(stream: trio.abc.AsyncResource) -> None:
