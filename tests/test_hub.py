@@ -34,6 +34,8 @@ async def subscribe(client, topic, **extra):
         ({"heartbeat_interval": 0}, "positive"),
         ({"heartbeat_timeout": -1}, "positive"),
         ({"heartbeat_interval": float("nan")}, "positive"),
+        ({"heartbeat_interval": 0.001, "heartbeat_timeout": 1}, "from 0.01 to 3600.0 seconds"),
+        ({"heartbeat_interval": 60, "heartbeat_timeout": 7200}, "clients refuse"),
         ({"history_size": 0}, "positive"),
         ({"outbox_size": 1.5}, "must be an int"),
         ({"max_connections": 0}, "positive"),

@@ -44,6 +44,7 @@ from ._exceptions import HandshakeRejected, HubStopped
 from ._groups import unwrap_group
 from ._listener import SocketGate, open_listeners, remote, serve_listeners
 from ._listener import serve_stream as serve_one_stream
+from ._protocol import MAX_HEARTBEAT, MIN_HEARTBEAT
 from ._threads import HubThreadHandle
 from ._topics import Subscriber, TopicRegistry, TopicStatistics
 
@@ -132,6 +133,13 @@ class HubConfig:
     authorize: Authorize | None = attrs.field(default=None, validator=_optional_callable("authorize"))
 
     def __attrs_post_init__(self) -> None:
+        for name in ("heartbeat_interval", "heartbeat_timeout"):
+            value = getattr(self, name)
+            if not MIN_HEARTBEAT <= value <= MAX_HEARTBEAT:
+                raise ValueError(
+                    f"{name} must be from {MIN_HEARTBEAT} to {MAX_HEARTBEAT} seconds, got {value!r}: "
+                    "clients refuse a welcome outside these bounds"
+                )
         if self.heartbeat_interval >= self.heartbeat_timeout / 2:
             raise ValueError(
                 f"heartbeat_interval ({self.heartbeat_interval}s) must be less than half of "
