@@ -8,11 +8,25 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import IO, Any
 
+import pytest
 import trio
 import trio.testing
 import trio_websocket
 
 from trioconn import Hub
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--run-slow", action="store_true", help="also run tests marked slow (long soaks)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--run-slow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --run-slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
 
 
 class Throttled(trio.abc.Stream):
