@@ -45,7 +45,6 @@ import base64
 import binascii
 import errno
 import logging
-import math
 import os
 import ssl
 import urllib.parse
@@ -60,6 +59,7 @@ from wsproto.events import CloseConnection, Event, RejectConnection
 from wsproto.utilities import RemoteProtocolError
 
 from ._groups import unwrap_group
+from ._ratelog import RateLimitedLog
 
 __all__ = [
     "ACCEPT_PAUSE",
@@ -294,24 +294,6 @@ class SocketGate:
         self._freed = trio.Event()
 
 
-class _Throttled:
-    """A log line for a recurring condition, at most one per ``REPORT_INTERVAL``."""
-
-    def __init__(self, what: str) -> None:
-        self._what = what
-        self._suppressed = 0
-        self._last = -math.inf
-
-    def hit(self, detail: str) -> None:
-        now = trio.current_time()
-        if now - self._last < REPORT_INTERVAL:
-            self._suppressed += 1
-            return
-        more = f" ({self._suppressed} more since the last such line)" if self._suppressed else ""
-        logger.warning("%s: %s%s", self._what, detail, more)
-        self._last, self._suppressed = now, 0
-
-
 async def accept_loop(
     listener: trio.SocketListener,
     gate: SocketGate,
@@ -326,13 +308,17 @@ async def accept_loop(
     Raises:
         OSError: ``accept`` failed for a reason other than a lack of resources.
     """
-    full = _Throttled("socket limit reached, new clients wait in the listen backlog")
-    starved = _Throttled("accept failed, accepting paused")
+    log = RateLimitedLog(logger, REPORT_INTERVAL)
     while True:
         if gate.full:
-            full.hit(
-                f"{gate.handshaking} sockets in their handshake (max_handshakes={gate.max_handshakes}), "
-                f"{gate.sockets} in all (max_sockets={gate.max_sockets})"
+            log.warning(
+                "full",
+                "socket limit reached, new clients wait in the listen backlog: %d sockets in their "
+                "handshake (max_handshakes=%d), %d in all (max_sockets=%s)",
+                gate.handshaking,
+                gate.max_handshakes,
+                gate.sockets,
+                gate.max_sockets,
             )
             while gate.full:
                 await gate.wait_freed()
@@ -343,7 +329,12 @@ async def accept_loop(
         except OSError as exc:
             if exc.errno not in CAPACITY_ERRNOS:
                 raise
-            starved.hit(f"{errno.errorcode[exc.errno]} ({os.strerror(exc.errno)})")
+            log.warning(
+                "starved",
+                "accept failed, accepting paused: %s (%s)",
+                errno.errorcode[exc.errno],
+                os.strerror(exc.errno),
+            )
             with trio.move_on_after(ACCEPT_PAUSE):
                 await gate.wait_freed()
             continue

@@ -42,7 +42,6 @@ as a side effect of writes and subscribes, so an idle registry costs nothing.
 
 from __future__ import annotations
 
-import json
 import math
 import secrets
 from collections import OrderedDict, deque
@@ -146,15 +145,6 @@ class Topic:
     @property
     def ended(self) -> bool:
         return self.ended_at is not None
-
-    @property
-    def has_state(self) -> bool:
-        return self.state_json is not None
-
-    @property
-    def state(self) -> Any:
-        """The state value, decoded (None if there is none)."""
-        return None if self.state_json is None else json.loads(self.state_json)
 
     def remember(self, offset: int, encoded: str) -> None:
         """Append to history, dropping the oldest events beyond either bound."""

@@ -24,7 +24,6 @@ arrived: ``answered`` is per link, so a new connection starts with none.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable
 from typing import NoReturn
@@ -46,6 +45,7 @@ from .._protocol import (
     Welcome,
     parse_server_frames,
 )
+from .._ratelog import RateLimitedLog
 from .state import Counters
 from .subscription import Subscription, SubscriptionItem
 
@@ -68,34 +68,6 @@ class Pending:
         self.done = trio.Event()
         self.offset = 0
         self.error: BaseException | None = None
-
-
-class RateLimitedLog:
-    """Writes a repeated log line at most once per ``period`` seconds (of trio's clock).
-
-    A server that floods us with the same oddity (thousands of unmatched ``error`` frames a
-    second) must not flood the log. The next line written after a quiet period says how many
-    were left out.
-    """
-
-    def __init__(self, logger: logging.Logger, period: float = 10.0) -> None:
-        self._logger = logger
-        self._period = period
-        #: key -> [time until which the key is quiet, lines left out meanwhile]
-        self._quiet: dict[str, list[float]] = {}
-
-    def warning(self, key: str, message: str, *args: object) -> None:
-        now = trio.current_time()
-        quiet = self._quiet.get(key)
-        if quiet is not None and now < quiet[0]:
-            quiet[1] += 1
-            return
-        skipped = int(quiet[1]) if quiet is not None else 0
-        self._quiet[key] = [now + self._period, 0]
-        if skipped:
-            message += " (and %d more like it not logged)"
-            args = (*args, skipped)
-        self._logger.warning(message, *args)
 
 
 class Link:
