@@ -21,7 +21,7 @@ import trio.testing
 import trio_websocket
 
 from trioconn import wrap_client_stream
-from trioconn._protocol import (
+from trioconn._core.protocol import (
     End,
     Error,
     Event,

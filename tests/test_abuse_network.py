@@ -418,7 +418,7 @@ async def test_tls_clients_are_served_and_silent_tls_sockets_closed_at_the_hands
             async with trio_websocket.open_websocket("127.0.0.1", port, "/", use_ssl=client_context) as ws:
                 assert json.loads(await ws.get_message())["type"] == "welcome"
                 (conn,) = hub._connections.values()
-                assert conn._writer is None  # the direct write path is for plain TCP only
+                assert not conn._socket.direct  # the direct write path is for plain TCP only
             assert await read_until_eof(silent, seconds=1) == b""
             assert 0.4 < trio.current_time() - start < 1
         await trio.testing.wait_all_tasks_blocked()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from trioconn._backoff import Backoff, BackoffPolicy
+from trioconn._core.backoff import Backoff, BackoffPolicy
 
 
 def test_schedule_is_full_jitter_over_an_exponential_ceiling() -> None:
@@ -84,7 +84,7 @@ def test_failures_must_be_positive() -> None:
 
 
 def test_backoff_module_does_not_import_trio() -> None:
-    path = Path(__file__).parent.parent / "trioconn" / "_backoff.py"
+    path = Path(__file__).parent.parent / "trioconn" / "_core" / "backoff.py"
     code = (
         "import importlib.util, sys\n"
         f"spec = importlib.util.spec_from_file_location('backoff_alone', {str(path)!r})\n"
@@ -93,4 +93,4 @@ def test_backoff_module_does_not_import_trio() -> None:
         "assert 'trio' not in sys.modules, sorted(m for m in sys.modules if 'trio' in m)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
-    assert importlib.util.find_spec("trioconn._backoff") is not None
+    assert importlib.util.find_spec("trioconn._core.backoff") is not None

@@ -17,7 +17,7 @@ import trio.testing
 import trio_websocket
 
 from trioconn import Hub
-from trioconn._outbox import Outbox
+from trioconn._server.outbox import Outbox
 
 from .conftest import Throttled
 

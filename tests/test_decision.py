@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from trioconn import CLOSE_CODES, Backoff, CloseAction
-from trioconn._decision import (
+from trioconn._core.decision import (
     AttemptEnd,
     Decision,
     EndKind,
@@ -80,7 +80,7 @@ def test_decision_module_does_not_import_trio() -> None:
         "import sys, types\n"
         f"package = types.ModuleType('trioconn'); package.__path__ = [{str(package)!r}]\n"
         "sys.modules['trioconn'] = package\n"
-        "import trioconn._decision\n"
+        "import trioconn._core.decision\n"
         "assert 'trio' not in sys.modules, sorted(m for m in sys.modules if 'trio' in m)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

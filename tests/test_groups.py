@@ -6,7 +6,7 @@ import pytest
 import trio
 
 from trioconn import Hub
-from trioconn._groups import unwrap_group
+from trioconn._server.groups import unwrap_group
 from trioconn.testing import open_fault_proxy, open_memory_link
 
 

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from trioconn import CLOSE_CODES, CloseAction, ProtocolError
-from trioconn._protocol import (
+from trioconn._core.protocol import (
     MAX_DATA_DEPTH,
     MAX_FRAME_DEPTH,
     Batch,
@@ -38,7 +38,7 @@ def test_protocol_module_does_not_import_trio():
     # trioconn/__init__ imports the hub (and trio); load the protocol module on its own.
     code = (
         "import importlib.util, sys, types; pkg = types.ModuleType('trioconn'); pkg.__path__ = ['trioconn'];"
-        "sys.modules['trioconn'] = pkg; import trioconn._protocol; print('trio' in sys.modules)"
+        "sys.modules['trioconn'] = pkg; import trioconn._core.protocol; print('trio' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

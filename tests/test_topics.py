@@ -5,8 +5,8 @@ import json
 import pytest
 
 from trioconn import TooManyTopics, TopicEnded
-from trioconn._outbox import Outbox
-from trioconn._topics import TopicRegistry
+from trioconn._server.outbox import Outbox
+from trioconn._server.topics import TopicRegistry
 
 
 class Sink:
@@ -285,7 +285,7 @@ def test_a_refused_write_leaves_no_topic_behind():
 
 
 def test_a_state_value_is_encoded_once_however_many_subscribe(monkeypatch):
-    import trioconn._protocol as protocol
+    import trioconn._core.protocol as protocol
 
     reg = registry()
     value = {"blob": "v" * 60_000}

@@ -9,7 +9,7 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Ping, Pong, Request, TextMessage
 
 from trioconn import Hub
-from trioconn._writer import frame
+from trioconn._frontends.trio_websocket.writer import frame
 
 from .conftest import loopback_client
 
@@ -40,7 +40,7 @@ async def test_tcp_connections_use_the_direct_path():
             await client.recv_type("welcome")
             (conn,) = hub._connections.values()
             # if a trio-websocket upgrade removes the attributes the writer needs, this fails
-            assert conn._writer is not None
+            assert conn._socket.direct
         nursery.cancel_scope.cancel()
 
 
@@ -57,7 +57,7 @@ async def test_what_the_socket_cannot_take_is_sent_later_in_order():
             for i in range(count):
                 hub.publish_nowait("t", [i, big])  # no checkpoint: direct writes fill the socket
             (conn,) = hub._connections.values()
-            assert conn._writer.pending or len(conn.outbox)  # the kernel did not take it all
+            assert conn._socket.pending or len(conn.outbox)  # the kernel did not take it all
             got = []
             with trio.fail_after(30):
                 while len(got) < count:

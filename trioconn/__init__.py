@@ -1,4 +1,4 @@
-"""trioconn: live data over WebSockets for trio.
+"""trioconn: live data over WebSockets for trio (and, through ``trioconn.asgi``, asyncio web apps).
 
 A server ``Hub`` with topics, history and heartbeats, and (see ``connect``) a client that
 reconnects and resumes. ``docs/`` holds the protocol and the reasons behind every default.
@@ -6,10 +6,6 @@ reconnects and resumes. ``docs/`` holds the protocol and the reasons behind ever
 
 from __future__ import annotations
 
-from ._backoff import Backoff as Backoff
-from ._backoff import BackoffPolicy as BackoffPolicy
-from ._broker import Broker as Broker
-from ._broker import MemoryBroker as MemoryBroker
 from ._client import Client as Client
 from ._client import ClientState as ClientState
 from ._client import ClientStatistics as ClientStatistics
@@ -23,32 +19,42 @@ from ._client import Transport as Transport
 from ._client import connect as connect
 from ._client import tcp_transport as tcp_transport
 from ._client import wrap_client_stream as wrap_client_stream
-from ._connection import ConnectionStatistics as ConnectionStatistics
-from ._exceptions import BrokerUnavailable as BrokerUnavailable
-from ._exceptions import ConnectionBroken as ConnectionBroken
-from ._exceptions import ConnectionClosed as ConnectionClosed
-from ._exceptions import HandshakeRejected as HandshakeRejected
-from ._exceptions import HubStopped as HubStopped
-from ._exceptions import ProtocolError as ProtocolError
-from ._exceptions import ReconnectFailed as ReconnectFailed
-from ._exceptions import ServerError as ServerError
-from ._exceptions import TooManyTopics as TooManyTopics
-from ._exceptions import TopicEnded as TopicEnded
-from ._exceptions import TrioconnError as TrioconnError
-from ._hub import HandshakeRequest as HandshakeRequest
-from ._hub import Hub as Hub
-from ._hub import HubConfig as HubConfig
-from ._hub import HubStatistics as HubStatistics
-from ._protocol import CLOSE_CODES as CLOSE_CODES
-from ._protocol import PROTOCOL_VERSION as PROTOCOL_VERSION
-from ._protocol import CloseAction as CloseAction
-from ._protocol import CloseCodeInfo as CloseCodeInfo
-from ._threads import HubThreadHandle as HubThreadHandle
-from ._topics import TopicStatistics as TopicStatistics
+from ._core.backoff import Backoff as Backoff
+from ._core.backoff import BackoffPolicy as BackoffPolicy
+from ._core.exceptions import BrokerUnavailable as BrokerUnavailable
+from ._core.exceptions import ConnectionBroken as ConnectionBroken
+from ._core.exceptions import ConnectionClosed as ConnectionClosed
+from ._core.exceptions import HandshakeRejected as HandshakeRejected
+from ._core.exceptions import HubStopped as HubStopped
+from ._core.exceptions import ProtocolError as ProtocolError
+from ._core.exceptions import ReconnectFailed as ReconnectFailed
+from ._core.exceptions import ServerError as ServerError
+from ._core.exceptions import TooManyTopics as TooManyTopics
+from ._core.exceptions import TopicEnded as TopicEnded
+from ._core.exceptions import TrioconnError as TrioconnError
+from ._core.protocol import CLOSE_CODES as CLOSE_CODES
+from ._core.protocol import PROTOCOL_VERSION as PROTOCOL_VERSION
+from ._core.protocol import CloseAction as CloseAction
+from ._core.protocol import CloseCodeInfo as CloseCodeInfo
+from ._frontends.trio_websocket import Hub as Hub
+from ._server.broker import Broker as Broker
+from ._server.broker import MemoryBroker as MemoryBroker
+from ._server.config import HandshakeRequest as HandshakeRequest
+from ._server.config import HubConfig as HubConfig
+from ._server.connection import ConnectionStatistics as ConnectionStatistics
+from ._server.hub import HubStatistics as HubStatistics
+from ._server.socket import Accepted as Accepted
+from ._server.socket import Closed as Closed
+from ._server.socket import Refused as Refused
+from ._server.socket import ServerSocket as ServerSocket
+from ._server.socket import SocketClosed as SocketClosed
+from ._server.threads import HubThreadHandle as HubThreadHandle
+from ._server.topics import TopicStatistics as TopicStatistics
 
 __all__ = [
     "CLOSE_CODES",
     "PROTOCOL_VERSION",
+    "Accepted",
     "Backoff",
     "BackoffPolicy",
     "Broker",
@@ -57,6 +63,7 @@ __all__ = [
     "ClientState",
     "ClientStatistics",
     "CloseAction",
+    "Closed",
     "CloseCodeInfo",
     "ConnectionBroken",
     "ConnectionClosed",
@@ -72,9 +79,12 @@ __all__ = [
     "MemoryBroker",
     "ProtocolError",
     "ReconnectFailed",
+    "Refused",
     "ResetItem",
     "ServerError",
+    "ServerSocket",
     "SnapshotItem",
+    "SocketClosed",
     "StateChange",
     "Subscription",
     "SubscriptionItem",

@@ -48,9 +48,9 @@ from typing import Any, Final, NoReturn
 import trio
 import trio_websocket
 
-from .._backoff import Backoff, BackoffPolicy
-from .._decision import AttemptEnd, EndKind, Tally, decide
-from .._exceptions import (
+from .._core.backoff import Backoff, BackoffPolicy
+from .._core.decision import AttemptEnd, EndKind, Tally, decide
+from .._core.exceptions import (
     ConnectionBroken,
     ConnectionClosed,
     HandshakeRejected,
@@ -58,7 +58,7 @@ from .._exceptions import (
     ReconnectFailed,
     TrioconnError,
 )
-from .._protocol import (
+from .._core.protocol import (
     CloseAction,
     Publish,
     Unsubscribe,
@@ -203,7 +203,7 @@ class Client:
         self._subs: dict[str, Subscription] = {}
         self._link: Link | None = None
         self._refs = itertools.count(1)
-        self._logs = RateLimitedLog(logger)
+        self._logs = RateLimitedLog(logger, trio.current_time)
         self._ever_open = False
         self._closing = False
         self._fatal: ReconnectFailed | None = None

@@ -17,7 +17,7 @@ import trio
 import trio_websocket
 import wsproto.utilities
 
-from .._exceptions import ConnectionBroken, ConnectionClosed, HandshakeRejected, TrioconnError
+from .._core.exceptions import ConnectionBroken, ConnectionClosed, HandshakeRejected, TrioconnError
 
 __all__ = ["leaves", "redact", "reraise", "translate", "unwrap_nursery_group"]
 

@@ -31,8 +31,8 @@ from typing import NoReturn
 import trio
 import trio_websocket
 
-from .._exceptions import ConnectionBroken, ProtocolError, ServerError, TrioconnError
-from .._protocol import (
+from .._core.exceptions import ConnectionBroken, ProtocolError, ServerError, TrioconnError
+from .._core.protocol import (
     End,
     Error,
     Event,
@@ -45,7 +45,7 @@ from .._protocol import (
     Welcome,
     parse_server_frames,
 )
-from .._ratelog import RateLimitedLog
+from .._core.ratelog import RateLimitedLog
 from .state import Counters
 from .subscription import Subscription, SubscriptionItem
 

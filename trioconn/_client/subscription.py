@@ -26,7 +26,7 @@ from typing import Any, Self, TypeAlias
 import attrs
 import trio
 
-from .._protocol import Event, Reset, Subscribe, Subscribed, validate_topic
+from .._core.protocol import Event, Reset, Subscribe, Subscribed, validate_topic
 
 __all__ = ["EventItem", "ResetItem", "SnapshotItem", "Subscription", "SubscriptionItem"]
 

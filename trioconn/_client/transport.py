@@ -21,7 +21,7 @@ from typing import Final, Protocol
 import trio
 import trio_websocket
 
-from .._exceptions import ConnectionBroken
+from .._core.exceptions import ConnectionBroken
 
 __all__ = [
     "MAX_MESSAGE_SIZE",

@@ -37,16 +37,16 @@ import anyio
 import attrs
 import coredis
 import coredis.exceptions
-import trio
+from anyio.abc import TaskStatus
 from coredis.commands.script import Script
 from coredis.retry import NoRetryPolicy
 
-from ._backoff import Backoff, BackoffPolicy
-from ._broker import Broker
-from ._exceptions import BrokerUnavailable
-from ._protocol import validate_topic
-from ._redis_scripts import END, LOAD, WRITE, Keys, new_epoch, parse_snapshot, write_args, write_result
-from ._topics import Applied, TopicKind, TopicSnapshot
+from .._core.backoff import Backoff, BackoffPolicy
+from .._core.exceptions import BrokerUnavailable
+from .._core.protocol import validate_topic
+from .._server.broker import Broker
+from .._server.topics import Applied, TopicKind, TopicSnapshot
+from ._scripts import END, LOAD, WRITE, Keys, new_epoch, parse_snapshot, write_args, write_result
 
 __all__ = ["RedisBroker"]
 
@@ -71,7 +71,7 @@ class _Load:
     """A topic being loaded: the firehose entries the follower kept for it meanwhile."""
 
     entries: list[Mapping[str, str]] = attrs.Factory(list)
-    done: trio.Event = attrs.Factory(trio.Event)
+    done: anyio.Event = attrs.Factory(anyio.Event)
     error: BrokerUnavailable | None = None
 
 
@@ -149,7 +149,7 @@ class RedisBroker(Broker):
 
     # -- running ----------------------------------------------------------------------------------
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Connect and follow the firehose until cancelled; reconnect with backoff when Redis goes.
 
         Calls ``task_status.started()`` at once: the hub serves its WebSocket clients whether or
@@ -197,10 +197,10 @@ class RedisBroker(Broker):
                     logger.info("following the redis firehose at %s", self.url)
                     if lost_at is not None:
                         self.reconnects += 1
-                        elapsed = trio.current_time() - lost_at
+                        elapsed = anyio.current_time() - lost_at
                         logger.warning("reconnected to redis at %s after %.1fs", self.url, elapsed)
                     lost_at, failures = None, 0
-                with trio.move_on_after(self._block + self._timeout) as scope:
+                with anyio.move_on_after(self._block + self._timeout) as scope:
                     reply = await client.xread(
                         {self._keys.firehose: position}, count=1000, block=int(self._block * 1000)
                     )
@@ -208,13 +208,13 @@ class RedisBroker(Broker):
                     raise _Lost(f"no answer from redis within {self._block + self._timeout:.1f}s")
             except (*_LINK_ERRORS, BrokerUnavailable, _Lost) as exc:
                 if lost_at is None:
-                    lost_at = trio.current_time()
+                    lost_at = anyio.current_time()
                     logger.warning("lost the redis link at %s (%s); reconnecting", self.url, exc)
                 self._connected = False
                 # whatever was written meanwhile is in Redis, not in the firehose we saw
                 resync = self._resync_pending = True
                 failures += 1
-                await trio.sleep(self._backoff.delay(failures, self._rng))
+                await anyio.sleep(self._backoff.delay(failures, self._rng))
                 continue
             stale: set[str] = set()
             for entry in (reply or {}).get(self._keys.firehose, ()):
@@ -254,7 +254,7 @@ class RedisBroker(Broker):
     def _apply_now(self, fields: Mapping[str, str]) -> Applied:
         name, epoch, offset, kind = fields["t"], fields["e"], int(fields["o"]), fields["k"]
         if kind == "end":
-            return self.registry.apply_end(name, epoch, offset, trio.current_time())
+            return self.registry.apply_end(name, epoch, offset, anyio.current_time())
         outcome, slow = self.registry.apply(name, epoch, offset, _kind(kind), fields["d"])
         self._slow(slow)
         return outcome
@@ -267,7 +267,7 @@ class RedisBroker(Broker):
                 continue
             snapshot = await self._fetch(name)
             if self.registry.get(name) is not None:  # still followed after the await
-                self._slow(self.registry.sync(snapshot, trio.current_time()))
+                self._slow(self.registry.sync(snapshot, anyio.current_time()))
                 count += 1
         self.resyncs += count
         return count
@@ -299,7 +299,7 @@ class RedisBroker(Broker):
     async def _load_into(self, topic: str, pending: _Load) -> None:
         for _ in range(3):
             snapshot = await self._fetch(topic)
-            self._slow(self.registry.sync(snapshot, trio.current_time()))
+            self._slow(self.registry.sync(snapshot, anyio.current_time()))
             entries, pending.entries = pending.entries, []
             outcomes = [self._apply_now(fields) for fields in entries]
             if "gap" not in outcomes and "epoch" not in outcomes:
@@ -339,9 +339,9 @@ class RedisBroker(Broker):
     async def _bounded(self, call: Any) -> Any:
         """Await a coredis call within ``timeout``, translating every link failure."""
         try:
-            with trio.fail_after(self._timeout):
+            with anyio.fail_after(self._timeout):
                 return await call
-        except trio.TooSlowError:
+        except TimeoutError:
             raise BrokerUnavailable(
                 f"redis at {self.url} did not answer within {self._timeout:g}s "
                 "(if this was a write, it may or may not have been stored)"

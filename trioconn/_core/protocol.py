@@ -24,7 +24,7 @@ from typing import Any, Final, TypeAlias
 
 import attrs
 
-from ._exceptions import ProtocolError
+from .exceptions import ProtocolError
 
 __all__ = [
     "CLOSE_CODES",

@@ -50,8 +50,8 @@ from typing import Any, Literal, Protocol, TypeAlias
 
 import attrs
 
-from ._exceptions import TooManyTopics, TopicEnded
-from ._protocol import End, Reset, Subscribed, encode_data, encode_event_json, validate_topic
+from .._core.exceptions import TooManyTopics, TopicEnded
+from .._core.protocol import End, Reset, Subscribed, encode_data, encode_event_json, validate_topic
 
 __all__ = [
     "Applied",

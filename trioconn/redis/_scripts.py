@@ -27,9 +27,9 @@ import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from ._exceptions import TopicEnded
-from ._protocol import encode_data, validate_topic
-from ._topics import TopicKind, TopicSnapshot
+from .._core.exceptions import TopicEnded
+from .._core.protocol import encode_data, validate_topic
+from .._server.topics import TopicKind, TopicSnapshot
 
 __all__ = [
     "END",

@@ -16,10 +16,10 @@ import redis.exceptions
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from ._exceptions import BrokerUnavailable
-from ._protocol import validate_topic
-from ._redis_scripts import END, WRITE, Keys, new_epoch, write_args, write_result
-from ._topics import TopicKind
+from .._core.exceptions import BrokerUnavailable
+from .._core.protocol import validate_topic
+from .._server.topics import TopicKind
+from ._scripts import END, WRITE, Keys, new_epoch, write_args, write_result
 
 __all__ = ["SyncPublisher"]
 

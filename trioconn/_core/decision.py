@@ -40,8 +40,8 @@ from typing import Any, Final
 
 import attrs
 
-from ._backoff import BackoffPolicy
-from ._protocol import CLOSE_CODES, CloseAction, close_action
+from .backoff import BackoffPolicy
+from .protocol import CLOSE_CODES, CloseAction, close_action
 
 __all__ = [
     "HANDSHAKE_RETRY_STATUSES",

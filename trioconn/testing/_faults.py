@@ -25,8 +25,8 @@ import trio
 import trio.testing
 import trio_websocket
 
-from ._client.transport import wrap_client_stream
-from ._groups import unwrap_group
+from .._client.transport import wrap_client_stream
+from .._server.groups import unwrap_group
 
 __all__ = ["FaultProxy", "FaultyLink", "MemoryLink", "open_fault_proxy", "open_memory_link"]
 

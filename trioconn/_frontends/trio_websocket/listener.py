@@ -58,8 +58,8 @@ from wsproto.connection import ConnectionState
 from wsproto.events import CloseConnection, Event, RejectConnection
 from wsproto.utilities import RemoteProtocolError
 
-from ._groups import unwrap_group
-from ._ratelog import RateLimitedLog
+from ..._core.ratelog import RateLimitedLog
+from ..._server.groups import unwrap_group
 
 __all__ = [
     "ACCEPT_PAUSE",
@@ -308,7 +308,7 @@ async def accept_loop(
     Raises:
         OSError: ``accept`` failed for a reason other than a lack of resources.
     """
-    log = RateLimitedLog(logger, REPORT_INTERVAL)
+    log = RateLimitedLog(logger, trio.current_time, REPORT_INTERVAL)
     while True:
         if gate.full:
             log.warning(

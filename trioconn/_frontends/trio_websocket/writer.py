@@ -39,7 +39,7 @@ import trio
 import trio_websocket
 from wsproto.frame_protocol import FrameProtocol
 
-from ._listener import ServerProtocol
+from .listener import ServerProtocol
 
 __all__ = ["SocketWriter", "frame"]
 

@@ -23,9 +23,10 @@ import abc
 from collections.abc import Callable
 from typing import Any
 
-import trio
+import anyio
+from anyio.abc import TaskStatus
 
-from ._topics import Subscriber, TopicKind, TopicRegistry
+from .topics import Subscriber, TopicKind, TopicRegistry
 
 __all__ = ["Broker", "MemoryBroker", "SlowCallback"]
 
@@ -64,14 +65,14 @@ class Broker(abc.ABC):
             raise RuntimeError("the broker is not bound to a hub yet")
         return self._bound
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Background work (following the shared store) until cancelled; the hub runs it.
 
         ``task_status.started()`` is called once the broker can serve (it may still be
         reconnecting to its store: the broker reports that through ``BrokerUnavailable``).
         """
         task_status.started()
-        await trio.sleep_forever()
+        await anyio.sleep_forever()
 
     def write_nowait(self, topic: str, kind: TopicKind, data: Any) -> int:
         """Write without waiting; only synchronous brokers can. Returns the new offset."""
@@ -102,7 +103,7 @@ class Broker(abc.ABC):
         Raises:
             BrokerUnavailable: the store cannot be reached.
         """
-        await trio.lowlevel.checkpoint()
+        await anyio.lowlevel.checkpoint()
 
     def _slow(self, subscribers: list[Subscriber]) -> None:
         for sub in subscribers:
@@ -119,17 +120,17 @@ class MemoryBroker(Broker):
     synchronous = True
 
     def write_nowait(self, topic: str, kind: TopicKind, data: Any) -> int:
-        offset, slow = self.registry.write(topic, kind, data, trio.current_time())
+        offset, slow = self.registry.write(topic, kind, data, anyio.current_time())
         self._slow(slow)
         return offset
 
     async def write(self, topic: str, kind: TopicKind, data: Any) -> int:
-        await trio.lowlevel.checkpoint()
+        await anyio.lowlevel.checkpoint()
         return self.write_nowait(topic, kind, data)
 
     def end_nowait(self, topic: str) -> int:
-        return self.registry.end(topic, trio.current_time())
+        return self.registry.end(topic, anyio.current_time())
 
     async def end(self, topic: str) -> int:
-        await trio.lowlevel.checkpoint()
+        await anyio.lowlevel.checkpoint()
         return self.end_nowait(topic)

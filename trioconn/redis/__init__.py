@@ -6,7 +6,7 @@ that do not run trio. See ``docs/scaling.md``.
 
 from __future__ import annotations
 
-from ._redis import RedisBroker as RedisBroker
-from ._redis_sync import SyncPublisher as SyncPublisher
+from ._broker import RedisBroker as RedisBroker
+from ._sync import SyncPublisher as SyncPublisher
 
 __all__ = ["RedisBroker", "SyncPublisher"]

@@ -2,11 +2,12 @@
 
 Theory of operation
 -------------------
-A trio nursery wraps whatever leaves it in an ``ExceptionGroup`` (strict exception groups, the
-default since trio 0.25). When the nursery is trioconn's implementation detail — the one inside
-``Hub.serve``, ``hub.running()``, ``open_memory_link`` — that group is a level the user did not
-ask for: ``serve`` on a busy port should raise ``OSError``, and an exception raised in the user's
-own ``async with`` block should come out as itself.
+A trio nursery or anyio task group wraps whatever leaves it in an ``ExceptionGroup`` (strict
+exception groups, the default since trio 0.25 and in anyio 4). When the nursery is trioconn's
+implementation detail — the one inside ``Hub.serve``, ``hub.running()``, ``open_memory_link`` —
+that group is a level the user did not ask for: ``serve`` on a busy port should raise
+``OSError``, and an exception raised in the user's own ``async with`` block should come out as
+itself.
 
 ``unwrap_group`` removes exactly that one level, as trio's guide recommends for nurseries that are
 an implementation detail ("Designing for multiple errors") and as websockets' trio client does:
@@ -22,14 +23,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import trio
+import anyio
 
 __all__ = ["unwrap_group"]
 
 
 @contextmanager
 def unwrap_group() -> Iterator[None]:
-    """Around ``async with trio.open_nursery()``: re-raise a one-exception group as that exception.
+    """Around a nursery or task group: re-raise a one-exception group as that exception.
 
     The exception keeps its own traceback, ``__cause__`` and ``__context__``; the group is dropped.
     """
@@ -48,7 +49,8 @@ def unwrap_group() -> Iterator[None]:
 
 
 def _single(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
-    others = [exc for exc in group.exceptions if not isinstance(exc, trio.Cancelled)]
+    cancelled = anyio.get_cancelled_exc_class()
+    others = [exc for exc in group.exceptions if not isinstance(exc, cancelled)]
     if len(others) == 1:
         return others[0]
     if not others:

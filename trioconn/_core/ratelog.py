@@ -8,23 +8,23 @@ written after a quiet period says how many were left out.
 from __future__ import annotations
 
 import logging
-
-import trio
+from collections.abc import Callable
 
 __all__ = ["RateLimitedLog"]
 
 
 class RateLimitedLog:
-    """Writes a repeated log line at most once per ``period`` seconds (of trio's clock), per key."""
+    """Writes a repeated log line at most once per ``period`` seconds (of the given clock), per key."""
 
-    def __init__(self, logger: logging.Logger, period: float = 10.0) -> None:
+    def __init__(self, logger: logging.Logger, clock: Callable[[], float], period: float = 10.0) -> None:
+        self._clock = clock
         self._logger = logger
         self._period = period
         #: key -> [time until which the key is quiet, lines left out meanwhile]
         self._quiet: dict[str, list[float]] = {}
 
     def warning(self, key: str, message: str, *args: object) -> None:
-        now = trio.current_time()
+        now = self._clock()
         quiet = self._quiet.get(key)
         if quiet is not None and now < quiet[0]:
             quiet[1] += 1

@@ -39,15 +39,13 @@ import inspect
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import anyio
 import attrs
-import trio
-import trio_websocket
 
-from ._exceptions import BrokerUnavailable, ProtocolError, TooManyTopics, TopicEnded
-from ._outbox import Outbox
-from ._protocol import (
+from .._core.exceptions import BrokerUnavailable, ProtocolError, TooManyTopics, TopicEnded
+from .._core.protocol import (
     Error,
     ErrorCode,
     Ping,
@@ -61,17 +59,33 @@ from ._protocol import (
     encode_batch,
     parse_client_frame,
 )
-from ._writer import SocketWriter, frame
+from .broker import Broker
+from .config import HubConfig
+from .outbox import Outbox
+from .socket import ServerSocket, SocketClosed
+from .topics import TopicRegistry
 
-if TYPE_CHECKING:
-    from ._hub import Hub
-
-__all__ = ["ConnectionStatistics", "ServerConnection"]
+__all__ = ["ConnectionStatistics", "HubServices", "ServerConnection"]
 
 logger = logging.getLogger("trioconn")
 
 #: How long the close handshake may take once the connection's tasks are done.
 CLOSE_TIMEOUT = 2.0
+
+
+@attrs.frozen
+class HubServices:
+    """What a connection needs of its hub, handed over explicitly (the connection does not know ``Hub``)."""
+
+    config: HubConfig
+    registry: TopicRegistry
+    broker: Broker
+    #: ``Hub.publish``: a client's publication goes through the same checks as the application's
+    publish: Callable[[str, Any], Awaitable[int]]
+    #: called once as the connection starts closing (nothing more is queued for it)
+    closing: Callable[[ServerConnection], None]
+    #: called once when its close handshake is over (or timed out)
+    finished: Callable[[ServerConnection], None]
 
 
 @attrs.frozen
@@ -110,14 +124,13 @@ class ServerConnection:
         "_ping_sent_at",
         "_scope",
         "_send_broken",
-        "_writer",
-        "_ws",
+        "_services",
+        "_socket",
         "cause",
         "close_code",
         "close_reason",
         "frames_sent",
         "groups",
-        "hub",
         "identity",
         "last_seen",
         "messages_sent",
@@ -131,33 +144,30 @@ class ServerConnection:
         "subscriptions",
     )
 
-    def __init__(
-        self, hub: Hub, ws: trio_websocket.WebSocketConnection, session: str, identity: Any, remote: str
-    ) -> None:
-        self.hub = hub
+    def __init__(self, services: HubServices, socket: ServerSocket, session: str, identity: Any) -> None:
+        self._services = services
         self.session = session
         self.identity = identity
-        self.remote = remote
+        self.remote = socket.remote
         self.subscriptions: set[str] = set()
         #: the connection sets it belongs to (the hub's, its serve call's); set by the hub
         self.groups: tuple[Any, ...] = ()
-        self._ws = ws
-        self._config = hub.config
+        self._socket = socket
+        self._config = services.config
         self.outbox = Outbox(self._config.outbox_size, self._config.outbox_bytes)
-        self._has_work = trio.Event()
+        self._has_work = anyio.Event()
         #: set by the sender each time it takes frames, while the receiver waits for room
-        self._drained: trio.Event | None = None
+        self._drained: anyio.Event | None = None
         #: seconds the receiver has been paused since the outbox was last empty
         self._paused_for = 0.0
-        self._writer = SocketWriter.attach(ws)
-        self._scope = trio.CancelScope()
-        self._alive = trio.CancelScope()
+        self._scope = anyio.CancelScope()
+        self._alive = anyio.CancelScope()
         self._draining = False
         self._send_broken = False
         self.close_code: int | None = None
         self.close_reason = ""
         self.cause = ""
-        now = trio.current_time()
+        now = anyio.current_time()
         self.opened_at = self.last_seen = now
         self._ping_id = 0
         self._ping_sent_at: float | None = None
@@ -189,33 +199,34 @@ class ServerConnection:
     def _wake(self) -> None:
         """Send what is queued: straight to the socket if it can take it now, else via the sender.
 
-        The direct write (see ``_writer.py``) spares a task switch and a lock per message; it
-        only happens when nothing else is writing, so bytes never interleave.
+        The direct write (``ServerSocket.write_nowait``, where the front end has one) spares a
+        task switch and a lock per message; it only happens when nothing else is writing, so
+        bytes never interleave.
         """
-        writer = self._writer
-        if writer is None or not writer.idle or self.close_code is not None or self._ws.closed:
+        socket = self._socket
+        if not socket.ready or self.close_code is not None or socket.closed is not None:
             self._has_work.set()
             return
         frames = self.outbox.take(self._config.max_batch_bytes)
         if not frames:
             return
         try:
-            writer.write_nowait(frame(_message(frames)))
-        except OSError:
+            socket.write_nowait(_message(frames))
+        except SocketClosed:
             self._dropped += len(frames)
             self._peer_closed()
             return
         self.messages_sent += 1
         self.frames_sent += len(frames)
         self._taken()
-        if writer.pending or self.outbox:
+        if socket.pending or self.outbox:
             self._has_work.set()
 
     def _taken(self) -> None:
         """Frames left the outbox: wake a paused receiver; an empty outbox forgives past pauses."""
         if self._drained is not None:
             self._drained.set()
-        if not self.outbox and not (self._writer and self._writer.pending):
+        if not self.outbox and not self._socket.pending:
             self._paused_for = 0.0
 
     # -- closing -------------------------------------------------------------------------------
@@ -228,7 +239,9 @@ class ServerConnection:
         if drain:
             self._draining = True
             self._has_work.set()
-            self._scope.deadline = min(self._scope.deadline, trio.current_time() + self._config.drain_timeout)
+            self._scope.deadline = min(
+                self._scope.deadline, anyio.current_time() + self._config.drain_timeout
+            )
         else:
             self._dropped += self.outbox.clear()
             self._scope.cancel()
@@ -253,7 +266,7 @@ class ServerConnection:
             events_dropped=self.events_dropped,
             queued=len(self.outbox),
             subscriptions=tuple(sorted(self.subscriptions)),
-            queued_bytes=self.outbox.bytes + (len(self._writer.pending) if self._writer else 0),
+            queued_bytes=self.outbox.bytes + self._socket.pending,
         )
 
     # -- the connection's life -----------------------------------------------------------------
@@ -268,50 +281,49 @@ class ServerConnection:
         )
         try:
             with self._scope:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._receiver)
-                    nursery.start_soon(self._sender)
-                    nursery.start_soon(self._heartbeat)
+                async with anyio.create_task_group() as tasks:
+                    tasks.start_soon(self._receiver)
+                    tasks.start_soon(self._sender)
+                    tasks.start_soon(self._heartbeat)
             if self._scope.cancelled_caught and self.close_code is None:
                 self.close(1001, "server shutting down", "shutdown", drain=False)
-        except Exception:
+        except Exception:  # a bug: in a task group it arrives as a group of one
             logger.exception("connection %s failed", self.session)
             self.close(1011, "internal error", "internal-error", drain=False)
         finally:
             if self.close_code is None:  # cancelled from outside: the hub is going away
                 self.close(1001, "server shutting down", "shutdown", drain=False)
-            self.hub._release_subscriptions(self)
-            with trio.CancelScope(shield=True, deadline=trio.current_time() + CLOSE_TIMEOUT) as scope:
-                if self._send_broken or (self._writer is not None and self._writer.pending):
-                    # A send was cancelled half-way: the stream can take no close frame. Closing
-                    # in a cancelled scope makes trio-websocket skip to closing the socket.
-                    scope.cancel()
-                await self._ws.aclose(self.close_code or 1001, self.close_reason)
+            self._services.closing(self)
+            with anyio.CancelScope(shield=True, deadline=anyio.current_time() + CLOSE_TIMEOUT):
+                # A send cancelled half-way, or bytes the transport never took: no close frame
+                # can follow them on this stream.
+                abort = self._send_broken or self._socket.pending > 0
+                await self._socket.close(self.close_code or 1001, self.close_reason, abort=abort)
             logger.info(
                 "connection %s closed: %s (code %s%s) after %.1fs",
                 self.session,
                 self.cause,
                 self.close_code,
                 f", {self.close_reason}" if self.close_reason else "",
-                trio.current_time() - self.opened_at,
+                anyio.current_time() - self.opened_at,
             )
-            self.hub._connection_finished(self)
+            self._services.finished(self)
 
     async def _receiver(self) -> None:
         timeout = self._config.heartbeat_timeout
         requests_budget = self._config.outbox_bytes // 2
-        self._alive.deadline = trio.current_time() + timeout
+        self._alive.deadline = anyio.current_time() + timeout
         while True:
             if self.outbox.bytes > requests_budget:
                 if not await self._wait_for_room(requests_budget):
                     return
-                self._alive.deadline = trio.current_time() + timeout
+                self._alive.deadline = anyio.current_time() + timeout
             try:
-                message = await self._ws.get_message()
-            except trio_websocket.ConnectionClosed:
+                message = await self._socket.receive()
+            except SocketClosed:
                 self._peer_closed()
                 return
-            self.last_seen = trio.current_time()
+            self.last_seen = anyio.current_time()
             self._alive.deadline = self.last_seen + timeout
             try:
                 frame = parse_client_frame(message)
@@ -328,24 +340,24 @@ class ServerConnection:
         since the outbox was last empty.
         """
         self._alive.deadline = math.inf
-        started = trio.current_time()
-        with trio.move_on_at(started + self._config.send_timeout - self._paused_for) as scope:
+        started = anyio.current_time()
+        with anyio.CancelScope(deadline=started + self._config.send_timeout - self._paused_for) as scope:
             while self.outbox.bytes > budget:
-                self._drained = trio.Event()
+                self._drained = anyio.Event()
                 await self._drained.wait()
         self._drained = None
-        self._paused_for += trio.current_time() - started
+        self._paused_for += anyio.current_time() - started
         if scope.cancelled_caught:
             self.close(4001, "slow consumer: requests beyond the memory budget", "slow-consumer", drain=False)
             return False
         return True
 
     def _peer_closed(self) -> None:
-        closed = self._ws.closed
+        closed = self._socket.closed
         code = closed.code if closed is not None else 1006
-        reason = (closed.reason or "") if closed is not None else ""
+        reason = closed.reason if closed is not None else ""
         if code == 1009:
-            cause = "frame-too-big"  # trio-websocket closed it for us: max_message_size
+            cause = "frame-too-big"  # the front end closed it for us: over max_frame_size
         elif code in _PROTOCOL_FAILURES:
             cause = _PROTOCOL_FAILURES[code]  # wsproto could not parse the client's frames
         elif code == 1006:
@@ -359,10 +371,10 @@ class ServerConnection:
         if isinstance(frame, Pong):
             self.pongs_seen += 1
             if frame.id == self._ping_id and self._ping_sent_at is not None:
-                self.rtt = trio.current_time() - self._ping_sent_at
+                self.rtt = anyio.current_time() - self._ping_sent_at
             return
         if isinstance(frame, Unsubscribe):
-            if self.hub._registry.unsubscribe(frame.topic, self, now=trio.current_time()):
+            if self._services.registry.unsubscribe(frame.topic, self, now=anyio.current_time()):
                 self.subscriptions.discard(frame.topic)
                 self._queue(Unsubscribed(frame.topic, frame.ref).to_json())
             else:
@@ -387,11 +399,11 @@ class ServerConnection:
                 f"at most {self._config.max_subscriptions} subscriptions per connection",
             )
             return
-        registry = self.hub._registry
+        registry = self._services.registry
         if registry.get(frame.topic) is None and registry.full:
             self._refuse(frame, ErrorCode.TOO_MANY_TOPICS, str(TooManyTopics(int(registry.max_topics))))
             return
-        broker = self.hub._broker
+        broker = self._services.broker
         if not broker.ready(frame.topic):
             # A shared broker must first load the topic into this hub's mirror. From here to
             # the end, nothing awaits: the answer, the replay and the registration are one step.
@@ -403,7 +415,7 @@ class ServerConnection:
         frames = registry.subscribe(
             frame.topic,
             self,
-            now=trio.current_time(),
+            now=anyio.current_time(),
             epoch=frame.epoch,
             offset=frame.offset,
             last=frame.last,
@@ -416,7 +428,7 @@ class ServerConnection:
 
     async def _publish(self, frame: Publish) -> None:
         try:
-            offset = await self.hub.publish(frame.topic, frame.data)
+            offset = await self._services.publish(frame.topic, frame.data)
         except TopicEnded as exc:
             self._refuse(frame, ErrorCode.TOPIC_ENDED, str(exc))
         except TooManyTopics as exc:
@@ -431,7 +443,7 @@ class ServerConnection:
             self._queue(Published(frame.topic, offset, frame.ref).to_json())
 
     async def _authorized(self, topic: str, action: str) -> bool:
-        hook: Callable[[Any, str, str], bool | Awaitable[bool]] | None = self.hub.config.authorize
+        hook: Callable[[Any, str, str], bool | Awaitable[bool]] | None = self._config.authorize
         if hook is None:
             return action == "subscribe"
         result = hook(self.identity, topic, action)
@@ -444,28 +456,28 @@ class ServerConnection:
 
     async def _sender(self) -> None:
         config = self._config
-        writer = self._writer
+        socket = self._socket
         while True:
-            while not self.outbox and not (writer and writer.pending):
+            while not self.outbox and not socket.pending:
                 if self._draining:
                     self._scope.cancel()
                     return
                 await self._has_work.wait()
-                self._has_work = trio.Event()
-            if self._ws.closed:
+                self._has_work = anyio.Event()
+            if socket.closed is not None:
                 self._peer_closed()
                 return
             frames = self.outbox.take(config.max_batch_bytes)
             # Until the send completes the stream holds part of a frame: if this task is
             # cancelled meanwhile (timeout, slow consumer, shutdown), no close frame may follow.
             self._send_broken = True
-            with trio.move_on_after(config.send_timeout) as scope:
+            with anyio.move_on_after(config.send_timeout) as scope:
                 try:
-                    if writer is not None:  # pending bytes first, then these frames
-                        await writer.send(frame(_message(frames)) if frames else b"")
+                    if frames:  # the socket writes its pending bytes first
+                        await socket.send(_message(frames))
                     else:
-                        await self._ws.send_message(_message(frames))
-                except (trio_websocket.ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
+                        await socket.flush()
+                except SocketClosed:
                     self._peer_closed()
                     return
             if scope.cancelled_caught:
@@ -482,9 +494,9 @@ class ServerConnection:
         interval = self._config.heartbeat_interval
         with self._alive:
             while True:
-                await trio.sleep(interval)
+                await anyio.sleep(interval)
                 self._ping_id += 1
-                self._ping_sent_at = trio.current_time()
+                self._ping_sent_at = anyio.current_time()
                 self.pings_sent += 1
                 self._queue(Ping(self._ping_id, self.rtt).to_json())
         if self._alive.cancelled_caught:

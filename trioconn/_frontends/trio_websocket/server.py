@@ -1,0 +1,222 @@
+"""The trio-websocket front end: ``Hub``, which serves a port (or a stream) of its own.
+
+Theory of operation
+-------------------
+``Hub.serve`` accepts sockets itself (``listener.py``: counted from accept, limited before the
+handshake, bad requests answered there) and hands each valid upgrade request to
+``_handle_request``: the hub core decides on it (``admit``), and an accepted connection runs as
+``serve_socket`` over a ``TrioWebSocketSocket`` (``socket.py``, with the direct write path of
+``writer.py``), inside the serving task, so cancelling ``serve`` ends every connection (each sends
+1001 on its way out). A ``serve`` call that is shutting down refuses the handshakes that complete
+meanwhile (503), so its shutdown waits only for the connections it had.
+
+This is the only part of the server that imports trio-websocket; it runs under trio only.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import urllib.parse
+from collections.abc import Awaitable, Callable
+from functools import partial
+
+import anyio
+import trio
+import trio_websocket
+from typing_extensions import Unpack
+
+from ..._server.broker import Broker
+from ..._server.config import HandshakeRequest, HubConfig, HubSettings
+from ..._server.groups import unwrap_group
+from ..._server.hub import BaseHub, _Group
+from ..._server.socket import Refused
+from .listener import CLOSE_TIMEOUT, SocketGate, open_listeners, remote, serve_listeners
+from .listener import serve_stream as serve_one_stream
+from .socket import TrioWebSocketSocket
+
+__all__ = ["Hub"]
+
+logger = logging.getLogger("trioconn")
+
+
+class Hub(BaseHub):
+    __doc__ = BaseHub.__doc__
+
+    def __init__(
+        self,
+        config: HubConfig | None = None,
+        *,
+        broker: Broker | None = None,
+        **settings: Unpack[HubSettings],
+    ) -> None:
+        super().__init__(config, broker=broker, **settings)
+        self._gate = SocketGate(self.config.max_handshakes, self.config.max_sockets)
+
+    async def serve(
+        self,
+        host: str,
+        port: int,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Accept WebSocket clients on ``host:port`` until cancelled or ``aclose()``.
+
+        Use ``port = await nursery.start(hub.serve, host, 0)``: the bound port comes back through
+        ``task_status``. Cancelling this task closes every connection with 1001. A hub can be
+        served again after ``serve`` returns (its topics stay), and served on several ports at
+        once; not after ``aclose()``.
+
+        Raises:
+            OSError: the address cannot be bound (e.g. the port is in use), or accepting failed
+                for a reason other than running out of descriptors or memory.
+        """
+        if not isinstance(host, str):
+            raise TypeError(f"host must be a str, not {type(host).__name__}")
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ValueError(f"port must be an int from 0 to 65535, got {port!r}")
+        self._check_running()
+        config = self.config
+        listeners = await open_listeners(host, port)
+        try:
+            ports = {listener.socket.getsockname()[1] for listener in listeners}
+            if len(ports) != 1:
+                raise RuntimeError(
+                    f"{host!r} resolved to several addresses that got different ports {sorted(ports)}: "
+                    "give a numeric address, or a port other than 0"
+                )
+            (bound,) = ports
+
+            async def listen(outer: trio.Nursery, handlers: trio.Nursery, group: _Group) -> None:
+                outer.start_soon(
+                    partial(
+                        serve_listeners,
+                        listeners,
+                        self._gate,
+                        handlers,
+                        partial(self._handle_request, group=group),
+                        self._count,
+                        ssl_context=ssl_context,
+                        handshake_timeout=config.handshake_timeout,
+                        max_message_size=config.max_frame_size,
+                    )
+                )
+                logger.info("serving on %s:%d", host, bound)
+                task_status.started(bound)
+                try:
+                    await trio.sleep_forever()
+                finally:
+                    # Let go of the port at once (it can be served again while we shut down);
+                    # the accept loops end.
+                    for listener in listeners:
+                        await trio.aclose_forcefully(listener)
+
+            with anyio.CancelScope() as scope:
+                self._serve_scopes.add(scope)
+                try:
+                    async with self.running():
+                        await self._run_guarded(listen)
+                finally:
+                    self._serve_scopes.discard(scope)
+        finally:
+            for listener in listeners:
+                await trio.aclose_forcefully(listener)
+
+    async def serve_stream(self, stream: trio.abc.Stream) -> None:
+        """Serve one already-connected stream (e.g. one end of ``trio.testing.memory_stream_pair``).
+
+        Returns when that connection has ended. This is what in-memory tests use: no sockets,
+        and it runs under ``trio.testing.MockClock``. The handshake is checked as ``serve``
+        checks it. Cancelling it closes with 1001.
+        """
+        self._check_running()
+
+        async def one(outer: trio.Nursery, handlers: trio.Nursery, group: _Group) -> None:
+            done = trio.Event()
+
+            async def handle() -> None:
+                try:
+                    await serve_one_stream(
+                        stream,
+                        partial(self._handle_request, group=group),
+                        self._count,
+                        handshake_timeout=self.config.handshake_timeout,
+                        max_message_size=self.config.max_frame_size,
+                    )
+                finally:
+                    done.set()
+
+            handlers.start_soon(handle)
+            await done.wait()
+
+        try:
+            await self._run_guarded(one)
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    async def _run_guarded(
+        self, body: Callable[[trio.Nursery, trio.Nursery, _Group], Awaitable[None]]
+    ) -> None:
+        """Run ``body`` with a handler nursery that outside cancellation does not reach directly.
+
+        trio-websocket's reader task lives in the handler nursery; if a cancellation killed it,
+        no close handshake could complete and every connection would wait out its close
+        timeout. Instead, when ``body`` ends for any reason (cancellation included), accepting
+        stops, the connections it started are closed gracefully with 1001 — queued frames first,
+        each bounded by ``drain_timeout`` and the close timeout — while handshakes that complete
+        meanwhile are refused with 503, and only then is the handler nursery cancelled (which
+        also ends handshakes still in progress). Every step is bounded.
+        """
+        group = _Group()
+        with unwrap_group():
+            async with trio.open_nursery() as outer:
+                handlers, handlers_scope = await outer.start(_shielded_nursery)
+                try:
+                    await body(outer, handlers, group)
+                finally:
+                    outer.cancel_scope.cancel()  # stop accepting; the handler nursery is shielded
+                    with trio.CancelScope(shield=True):
+                        await group.close_all()
+                    handlers_scope.cancel()
+
+    async def _handle_request(self, request: trio_websocket.WebSocketRequest, *, group: _Group) -> None:
+        # Runs once per valid upgrade request: an exception here would end only this client, but
+        # it would be a bug, so everything but cancellation ends here, logged.
+        try:
+            admission = await self.admit(handshake_request(request), closing=group.closing)
+            if isinstance(admission, Refused):
+                with trio.move_on_after(CLOSE_TIMEOUT):
+                    await request.reject(admission.status, body=admission.reason.encode())
+                return
+            ws = await request.accept()
+            await self.serve_socket(TrioWebSocketSocket(ws, remote(ws)), admission.identity, groups=(group,))
+        except (trio_websocket.ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
+            logger.debug("client went away during the handshake")
+        except Exception:
+            logger.exception("handshake failed")
+
+    def _socket_counts(self) -> tuple[int, int]:
+        return self._gate.sockets, self._gate.handshaking
+
+
+async def _shielded_nursery(
+    *, task_status: trio.TaskStatus[tuple[trio.Nursery, trio.CancelScope]] = trio.TASK_STATUS_IGNORED
+) -> None:
+    with trio.CancelScope(shield=True) as scope:
+        async with trio.open_nursery() as nursery:
+            task_status.started((nursery, scope))
+            await trio.sleep_forever()
+
+
+def handshake_request(request: trio_websocket.WebSocketRequest) -> HandshakeRequest:
+    """The hub's view of a trio-websocket upgrade request."""
+    headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in request.headers}
+    target = urllib.parse.urlsplit(request.path)
+    query = dict(urllib.parse.parse_qsl(target.query))
+    token = query.get("token")
+    auth = headers.get("authorization", "")
+    if token is None and auth[:7].lower() == "bearer ":
+        token = auth[7:].strip() or None
+    origins = tuple(value.decode("latin-1") for name, value in request.headers if name.lower() == b"origin")
+    return HandshakeRequest(target.path or "/", query, headers, token, remote(request), origins)
