@@ -52,6 +52,8 @@ class FakeServer:
             "extensions": {"websocket.http.response": {}} if extensions else {},
         }
         self.done = anyio.Event()
+        #: frames of a batch not looked at yet
+        self.frames: list[dict[str, Any]] = []
         _OPEN.append(self)
 
     def close(self) -> None:
@@ -83,11 +85,13 @@ class FakeServer:
     async def next_frame(self, kind: str) -> dict[str, Any]:
         """The next text frame of ``kind`` (pings and others before it are skipped)."""
         while True:
+            while self.frames:
+                frame = self.frames.pop(0)
+                if frame["type"] == kind:
+                    return frame
             message = await self.next()
             assert message["type"] == "websocket.send", message
-            for frame in frames_of(message):
-                if frame["type"] == kind:
-                    return frame  # type: ignore[no-any-return]
+            self.frames = frames_of(message)
 
     async def until_closed(self) -> dict[str, Any]:
         """The app's ``websocket.close`` (frames before it are skipped)."""

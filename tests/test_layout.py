@@ -50,7 +50,14 @@ def test_the_core_is_sans_io(path):
 @pytest.mark.parametrize("path", modules("_server"), ids=lambda p: p.name)
 def test_the_hub_core_runs_on_anyio_and_knows_no_front_end(path):
     names = imports(path)
-    for library in ("trio", "trio_websocket", "wsproto", "asyncio", "trioconn._frontends", "trioconn._client"):
+    for library in (
+        "trio",
+        "trio_websocket",
+        "wsproto",
+        "asyncio",
+        "trioconn._frontends",
+        "trioconn._client",
+    ):
         assert not uses(names, library), f"{path.name} imports {library}"
 
 

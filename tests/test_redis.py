@@ -553,3 +553,39 @@ class Proxy:
 
     def restore(self) -> None:
         self.open = True
+
+
+# -- asyncio ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_the_redis_broker_behind_the_asgi_app_on_both_backends(redis_server, backend):
+    """Loading a topic, publishing from a handler and from a thread (which waits for Redis),
+    all under the event loop the ASGI server runs."""
+    import anyio
+    import anyio.to_thread
+
+    from trioconn.asgi import HubApp, lifespan
+    from trioconn.redis import RedisBroker
+
+    from .test_asgi import accepted
+
+    async def body() -> None:
+        hub = Hub(broker=RedisBroker(redis_server.url))
+        app = HubApp(hub)
+        async with anyio.create_task_group() as tasks, lifespan(hub):
+            assert await hub.publish("log", "before") == 1
+            server = await accepted(app, tasks)
+            await server.put_frame({"type": "subscribe", "topic": "log", "last": 10, "ref": 1})
+            subscribed = await server.next_frame("subscribed")
+            assert (subscribed["offset"], subscribed["replayed"]) == (1, 1)
+            assert (await server.next_frame("event"))["data"] == "before"
+            handle = hub.from_thread()
+            assert await anyio.to_thread.run_sync(handle.publish, "log", "from a thread") == 2
+            assert await hub.publish("log", "from a handler") == 3
+            events = [await server.next_frame("event") for _ in range(2)]
+            assert [(e["offset"], e["data"]) for e in events] == [(2, "from a thread"), (3, "from a handler")]
+            await server.put({"type": "websocket.disconnect", "code": 1000})
+            await server.done.wait()
+
+    anyio.run(body, backend=backend)
