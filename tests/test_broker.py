@@ -8,10 +8,10 @@ import pytest
 import trio
 
 from trioconn import BrokerUnavailable, Hub, MemoryBroker
-from trioconn._server.outbox import Outbox
 from trioconn._core.protocol import encode_event, encode_event_json
-from trioconn.redis._scripts import parse_snapshot, write_result
+from trioconn._server.outbox import Outbox
 from trioconn._server.topics import TopicRegistry, TopicSnapshot
+from trioconn.redis._scripts import parse_snapshot, write_result
 
 from .test_topics import Sink
 
