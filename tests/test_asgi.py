@@ -337,3 +337,44 @@ def test_as_the_whole_app_it_runs_its_own_lifespan_and_answers_http_with_426(bac
 def test_hub_app_wants_a_hub():
     with pytest.raises(TypeError, match="must be a trioconn Hub"):
         HubApp("hub")  # type: ignore[arg-type]
+
+
+HUB_MADE_AT_IMPORT = trioconn.Hub(heartbeat_interval=1, heartbeat_timeout=3)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_hub_made_outside_any_event_loop_serves_in_one(backend):
+    """A web app makes its hub at import time, before the server starts the loop."""
+
+    async def body() -> None:
+        hub = HUB_MADE_AT_IMPORT if backend == "asyncio" else trioconn.Hub()
+        async with served(hub) as (app, tasks):
+            server = await accepted(app, tasks)
+            await server.put_frame({"type": "subscribe", "topic": "t", "ref": 1})
+            await server.next_frame("subscribed")
+            await hub.publish("t", 1)
+            assert (await server.next_frame("event"))["data"] == 1
+            await server.put({"type": "websocket.disconnect", "code": 1000})
+            await server.done.wait()
+
+    run(backend, body)
+
+
+def test_hub_settings_are_hub_config_fields_with_one_set_of_defaults():
+    import attrs
+
+    from trioconn._server.config import HubSettings
+
+    assert set(HubSettings.__annotations__) == {field.name for field in attrs.fields(trioconn.HubConfig)}
+    config = trioconn.HubConfig(heartbeat_interval=5, heartbeat_timeout=20)
+    assert trioconn.Hub(config).config is config
+    assert trioconn.Hub(heartbeat_interval=5, heartbeat_timeout=20).config == config
+    assert trioconn.Hub().config == trioconn.HubConfig()
+    with pytest.raises(TypeError, match="not both"):
+        trioconn.Hub(config, heartbeat_interval=5)  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match="must be a HubConfig"):
+        trioconn.Hub({"heartbeat_interval": 5})  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        trioconn.Hub(heartbeat=5)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="single string"):
+        trioconn.Hub(allowed_origins="https://app.example")
