@@ -186,8 +186,8 @@ def test_a_silent_client_is_closed_at_the_heartbeat_timeout(backend):
         hub = trioconn.Hub(heartbeat_interval=0.02, heartbeat_timeout=0.1)
         async with served(hub) as (app, tasks):
             before = task_count()
+            start = anyio.current_time()  # before the connection's deadline is first set
             server = await accepted(app, tasks)
-            start = anyio.current_time()
             closed = await server.until_closed()
             assert closed["code"] == 4000
             assert 0.1 <= anyio.current_time() - start < 2
