@@ -4,7 +4,7 @@
 - ``errors``: third-party exceptions become trioconn exceptions, tokens are kept out of them;
 - ``link``: one open connection (sending, the read loop, the heartbeat watchdog);
 - ``client``: ``connect()``, the ``Client`` and its supervisor, which carries out the pure
-  reconnect decision of ``trioconn/_decision.py``;
+  reconnect decision of ``trioconn/_core/decision.py``;
 
 plus ``state`` (the public value types) and ``subscription`` (one topic's resume position).
 """

@@ -12,7 +12,7 @@ How the attempt ended is described once, as an ``AttemptEnd``, and a close frame
 the server always decides: when the attempt unwinds, before the client sends any close frame of
 its own, it looks at the WebSocket; if the server's close frame was read, its code is the end,
 whatever else failed afterwards (a ``pong`` or a ``subscribe`` that could not be sent because
-the connection was already closing). The pure ``decide`` (``trioconn/_decision.py``) turns the
+the connection was already closing). The pure ``decide`` (``trioconn/_core/decision.py``) turns the
 end into done / fail / reauth / reconnect after a delay; this module only carries that out.
 
 Ending a link: the client sends a close frame only when it chose to end a link whose peer is

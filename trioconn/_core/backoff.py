@@ -35,7 +35,7 @@ class BackoffPolicy(Protocol):
             attempt fails if it never reached ``welcome`` or its link lasted less than
             ``min_uptime``; losing a link that lasted longer is not a failure, so after it the
             client makes exactly ``max_attempts`` reconnect attempts. A new client's first
-            attempt counts. The decision lives in ``trioconn/_decision.py``.
+            attempt counts. The decision lives in ``trioconn/_core/decision.py``.
     """
 
     @property

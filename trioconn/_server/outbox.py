@@ -101,7 +101,7 @@ class Outbox:
 
         They are not refused here — a resume must never fail for being larger than the outbox —
         but they count in ``bytes``: the connection stops reading the client's requests while
-        it is over budget (see ``_connection.py``), so they cannot pile up either.
+        it is over budget (see ``connection.py``), so they cannot pile up either.
         """
         if frames:
             self._queue.append(_Owed(frames) if len(frames) > 1 else frames[0])

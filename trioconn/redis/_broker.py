@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-Writes are Lua scripts (``_redis_scripts``): Redis numbers every write, per topic, and appends it
+Writes are Lua scripts (``_scripts``): Redis numbers every write, per topic, and appends it
 to the firehose stream. Each hub runs one *follower* task (``run``) that reads the firehose with
 ``XREAD BLOCK`` and applies every write to the topics this hub mirrors — the topics its clients
 follow. A write by this very hub reaches its subscribers the same way, so all hubs deliver the

@@ -1,7 +1,7 @@
 """``SyncPublisher``: publish into Redis-backed topics from code that does not run trio.
 
 A Celery task, a cron job or any blocking worker writes with the very Lua scripts the hubs use
-(``_redis_scripts``), so offsets, epochs, history, state and ends follow the same rules and every
+(``_scripts``), so offsets, epochs, history, state and ends follow the same rules and every
 hub following the same Redis delivers the writes to its subscribers. Uses the ``redis`` package.
 """
 

@@ -30,7 +30,7 @@ that a socket counts from the moment it is accepted, not from the end of its han
   ``ServerProtocol`` makes trio-websocket answer it like a close the client started, so the
   client gets a close frame with wsproto's code and reason before the socket closes. (If a
   direct write left part of a frame unsent, ``ServerProtocol`` sends that first: see
-  ``_writer.py``.)
+  ``writer.py``.)
 
 Two private parts of trio-websocket are used, as its own ``serve_websocket`` does:
 ``WebSocketConnection._reader_task`` and ``_get_request`` (``wrap_server_stream`` in three lines,
@@ -114,7 +114,7 @@ class ServerProtocol(WSConnection):
 
     It also remembers the HTTP status wsproto answered a bad handshake with (``refused``), and
     puts the bytes the direct writer left pending in front of what trio-websocket sends
-    (``send_first``; see ``_writer.py``).
+    (``send_first``; see ``writer.py``).
     """
 
     def __init__(self) -> None:
@@ -123,7 +123,7 @@ class ServerProtocol(WSConnection):
         self.refused: int | None = None
         #: the close code of a protocol failure of the client's, if there was one
         self.failed: int | None = None
-        #: bytes that must precede anything sent (see ``_writer.py``), set by the direct writer
+        #: bytes that must precede anything sent (see ``writer.py``), set by the direct writer
         self.send_first: Callable[[], bytes] | None = None
 
     @property

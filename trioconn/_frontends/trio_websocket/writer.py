@@ -21,7 +21,7 @@ itself:
 - trio-websocket writes too (pongs to the client's pings, close frames) from its reader task, and
   it may do so after a direct write left bytes ``pending`` but before the sender took them: its
   frame would land inside ours and corrupt the stream. So the writer hands its pending bytes to
-  the connection's ``ServerProtocol`` (``_listener.py``), which puts them in front of whatever
+  the connection's ``ServerProtocol`` (``listener.py``), which puts them in front of whatever
   trio-websocket sends next; trio-websocket then writes both under its lock, in order.
 - This relies on three private attributes of ``trio_websocket.WebSocketConnection``
   (``_stream``, ``_stream_lock`` and ``_wsproto``, present since 0.9). ``SocketWriter.attach``
