@@ -32,7 +32,10 @@ that group, which runs the blocking ``download`` in a worker thread
 (``anyio.to_thread.run_sync``) and hands it ``hub.from_thread()`` to publish with. At shutdown a
 ``threading.Event`` tells every job to stop at its next step; the task group then waits for
 their threads, each of which reports ``cancelled`` and ends its topic while the hub still runs.
-No thread outlives the app, and no job stops without its followers being told.
+No thread outlives the app. (The lifespan's shutdown comes after the server has closed the
+WebSocket connections, though: uvicorn closes them with 1012 as soon as it is told to stop,
+hypercorn lets them run for its ``--graceful-timeout`` and then ends them, and the hub closes them
+with 1001. Followers see that close, not the ``cancelled`` report.)
 
 Settings (environment variables): ``TRIOCONN_DEMO_SECRET`` (the JWT signing key; a random one
 per start if unset, so tokens do not survive a restart), ``TRIOCONN_DEMO_STEPS`` (default 30),
