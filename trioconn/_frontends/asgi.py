@@ -125,9 +125,9 @@ def handshake_request(scope: Scope) -> HandshakeRequest:
 class HubApp:
     """An ASGI application that serves ``hub`` to WebSocket clients.
 
-    Mount it (``app.mount("/ws", HubApp(hub))`` in Starlette/FastAPI, or
-    ``app.add_websocket_route("/ws", HubApp(hub))``) and open ``trioconn.asgi.lifespan(hub)``
-    in the app's lifespan; or serve it as the whole app, and it runs its own lifespan. Plain
+    Route to it (``WebSocketRoute("/ws", HubApp(hub))`` in a Starlette/FastAPI app's routes, or
+    ``app.mount("/ws", HubApp(hub))`` for ``/ws/`` and below) and open
+    ``trioconn.asgi.lifespan(hub)`` in the app's lifespan; or serve it as the whole app, and it runs its own lifespan. Plain
     HTTP requests get 426 Upgrade Required.
 
     Args:
