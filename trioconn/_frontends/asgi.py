@@ -127,8 +127,8 @@ class HubApp:
 
     Route to it (``WebSocketRoute("/ws", HubApp(hub))`` in a Starlette/FastAPI app's routes, or
     ``app.mount("/ws", HubApp(hub))`` for ``/ws/`` and below) and open
-    ``trioconn.asgi.lifespan(hub)`` in the app's lifespan; or serve it as the whole app, and it runs its own lifespan. Plain
-    HTTP requests get 426 Upgrade Required.
+    ``trioconn.asgi.lifespan(hub)`` in the app's lifespan; or serve it as the whole app, and it
+    runs its own lifespan. Plain HTTP requests get 426 Upgrade Required.
 
     Args:
         hub: the hub to serve; the same handshake policy (``allowed_origins``,
