@@ -36,11 +36,14 @@ from typing import IO, Any
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 
-#: Server name -> module; the first one is the reference for the ratio columns.
-SERVERS: dict[str, str] = {
-    "raw-trio-websocket": "bench.servers.raw_trio_websocket",
-    "websockets-asyncio": "bench.servers.websockets_asyncio",
-    "trioconn": "bench.servers.trioconn_server",
+#: Server name -> module and its arguments; the first one is the reference for the ratio columns.
+SERVERS: dict[str, tuple[str, ...]] = {
+    "raw-trio-websocket": ("bench.servers.raw_trio_websocket",),
+    "websockets-asyncio": ("bench.servers.websockets_asyncio",),
+    "trioconn": ("bench.servers.trioconn_server",),
+    # the same Hub through the ASGI front end (trioconn.asgi.HubApp) on an ASGI server
+    "trioconn-asgi": ("bench.servers.trioconn_asgi", "--server", "uvicorn"),
+    "trioconn-asgi-hypercorn-trio": ("bench.servers.trioconn_asgi", "--server", "hypercorn-trio"),
 }
 REFERENCE = "raw-trio-websocket"
 #: Only trioconn has a resume protocol: the reconnect storm runs against it alone.
@@ -189,7 +192,7 @@ class Bench:
         """A fresh server and a generator whose ``conns`` clients are connected and subscribed."""
         port = free_port()
         py = self.args.python
-        srv = Proc(server, [py, "-m", SERVERS[server], "--port", str(port)], self.server_cpu)
+        srv = Proc(server, [py, "-m", *SERVERS[server], "--port", str(port)], self.server_cpu)
         gen: Proc | None = None
         try:
             srv.read(timeout=30)  # {"ready": ...}
@@ -280,7 +283,7 @@ class Bench:
         args = self.args
         port = free_port()
         py, topic = args.python, "storm"
-        srv = Proc(server, [py, "-m", SERVERS[server], "--port", str(port)], self.server_cpu)
+        srv = Proc(server, [py, "-m", *SERVERS[server], "--port", str(port)], self.server_cpu)
         gens: list[Proc] = []
         try:
             srv.read(timeout=30)
