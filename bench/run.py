@@ -6,7 +6,7 @@ measures its own CPU (utime+stime from /proc/self/stat) and RSS (VmRSS); the gen
 that every event arrived exactly once and in order and measures publish-to-receive latency.
 
     python -m bench.run              # everything, 3 runs each, report in bench/results/latest.md
-    python -m bench.run --smoke      # 5 x 50 against trioconn only; exit 1 on any violation
+    python -m bench.run --smoke      # 5 x 50 against trioconn and trioconn-asgi; exit 1 on any violation
 
 See bench/README.md for the scenarios and all flags.
 """
@@ -575,7 +575,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         return int(n), int(m)
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--smoke", action="store_true", help="tiny correctness run against trioconn, no timings")
+    p.add_argument("--smoke", action="store_true", help="tiny correctness run against trioconn and trioconn-asgi, no timings")
     p.add_argument("--servers", help="comma-separated subset of: " + ", ".join(SERVERS) + " (default: all)")
     p.add_argument("--runs", type=int, default=3, help="runs per scenario (median and min-max)")
     p.add_argument("--burst", type=pair, nargs="*", default=[(100, 2000), (1000, 200)], metavar="NxM")
@@ -602,7 +602,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--output", type=Path, default=RESULTS / "latest.md")
     args = p.parse_args(argv)
     if args.smoke:
-        args.servers = args.servers or "trioconn"
+        # trioconn through both front ends: Hub.serve, and HubApp on uvicorn (ASGI)
+        args.servers = args.servers or "trioconn,trioconn-asgi"
         args.runs, args.burst = 1, [(5, 50)]
         args.steady_conns, args.steady_rate, args.steady_seconds = 5, 50.0, 1.0
         args.idle_conns, args.quiet_wait = 0, 0.0
