@@ -80,7 +80,8 @@ class Proc:
             with contextlib.suppress(OSError):
                 os.sched_setaffinity(self.proc.pid, {cpu})
         self.lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._pump, daemon=True).start()
+        self._pump_thread = threading.Thread(target=self._pump, daemon=True)
+        self._pump_thread.start()
 
     def _pump(self) -> None:
         assert self.proc.stdout is not None
@@ -132,6 +133,14 @@ class Proc:
                 except subprocess.TimeoutExpired:
                     self.proc.kill()
                     self.proc.wait()
+        # The child has exited: its stdout reaches EOF, so the pump thread ends; close both pipes.
+        with contextlib.suppress(OSError):
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+        self._pump_thread.join(timeout=5)
+        if not self._pump_thread.is_alive():
+            assert self.proc.stdout is not None
+            self.proc.stdout.close()
         self.log.close()
 
 
@@ -575,7 +584,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         return int(n), int(m)
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--smoke", action="store_true", help="tiny correctness run against trioconn and trioconn-asgi, no timings")
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny correctness run against trioconn and trioconn-asgi, no timings",
+    )
     p.add_argument("--servers", help="comma-separated subset of: " + ", ".join(SERVERS) + " (default: all)")
     p.add_argument("--runs", type=int, default=3, help="runs per scenario (median and min-max)")
     p.add_argument("--burst", type=pair, nargs="*", default=[(100, 2000), (1000, 200)], metavar="NxM")

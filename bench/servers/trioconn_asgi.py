@@ -200,7 +200,7 @@ def run_hypercorn_trio(port: int) -> None:
         config.backlog = BACKLOG
         config.accesslog = None
         config.loglevel = "WARNING"
-        await hypercorn.trio.serve(app, config, shutdown_trigger=stopped.wait)  # type: ignore[arg-type]
+        await hypercorn.trio.serve(app, config, shutdown_trigger=stopped.wait)
 
     trio.run(main)
 
