@@ -378,3 +378,23 @@ def test_hub_settings_are_hub_config_fields_with_one_set_of_defaults():
         trioconn.Hub(heartbeat=5)  # type: ignore[call-arg]
     with pytest.raises(TypeError, match="single string"):
         trioconn.Hub(allowed_origins="https://app.example")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_hub_that_cannot_start_fails_the_lifespan_startup(backend, caplog):
+    """The server must not serve on with a hub that refuses everyone (uvicorn would)."""
+
+    async def body() -> None:
+        hub = trioconn.Hub()
+        await hub.aclose()
+        to_app, app_inbox = anyio.create_memory_object_stream[dict[str, Any]](10)
+        app_outbox_send, from_app = anyio.create_memory_object_stream[dict[str, Any]](10)
+        with to_app, app_inbox, app_outbox_send, from_app:
+            await to_app.send({"type": "lifespan.startup"})
+            await HubApp(hub)({"type": "lifespan"}, app_inbox.receive, app_outbox_send.send)
+            failed = await from_app.receive()
+            assert failed["type"] == "lifespan.startup.failed"
+            assert "closed" in failed["message"]
+
+    run(backend, body)
+    assert "the hub failed to start" in caplog.text

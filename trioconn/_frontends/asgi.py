@@ -179,13 +179,18 @@ class HubApp:
         message = await receive()
         if message["type"] != "lifespan.startup":
             return
+        started = False
         try:
             async with lifespan(self.hub):
                 await send({"type": "lifespan.startup.complete"})
+                started = True
                 await receive()  # lifespan.shutdown
         except Exception as exc:
-            logger.exception("the hub failed")
-            await send({"type": "lifespan.shutdown.failed", "message": str(exc)})
+            # Startup failing must say so: a server told "shutdown failed" instead would serve
+            # on (uvicorn's default) with a hub that refuses every connection.
+            logger.exception("the hub failed to %s", "stop" if started else "start")
+            phase = "shutdown" if started else "startup"
+            await send({"type": f"lifespan.{phase}.failed", "message": str(exc)})
             return
         await send({"type": "lifespan.shutdown.complete"})
 
