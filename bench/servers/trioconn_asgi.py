@@ -18,9 +18,9 @@ Two ASGI servers (``--server``):
 The benchmark's control tasks run inside the ASGI lifespan: a small wrapper app opens
 ``trioconn.asgi.lifespan(hub)`` and a task group holding the stdin control loop, and passes
 every other scope to ``HubApp``. The control commands are those of the other servers
-(``bench/servers/_trio_control.py``): ``usage``, ``burst``, ``rate``, ``quit``; they are written
-against anyio here so that one loop serves both servers. The reconnect-storm commands are not
-implemented (restarting an ASGI server in-process is not what the storm measures).
+(``bench/servers/_commands.py``, on anyio): ``usage``, ``burst``, ``rate``, ``quit``. The
+reconnect-storm commands are not implemented (restarting an ASGI server in-process is not what
+the storm measures).
 
 Run: ``python -m bench.servers.trioconn_asgi --port 8765 [--server hypercorn-trio]``
 (controlled on stdin).
@@ -31,10 +31,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import os
 import sys
-from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
@@ -43,7 +41,8 @@ import sniffio
 
 import trioconn
 import trioconn.asgi
-from bench.common import emit, log, make_data, now, raise_nofile, usage
+from bench.common import emit, log, raise_nofile
+from bench.servers._commands import Commands
 
 ASGI_SERVERS = ("uvicorn", "hypercorn-trio")
 #: The listening socket's backlog, as for the other servers (websockets: 4096).
@@ -71,13 +70,13 @@ async def _wait_listening(port: int) -> None:
 
 
 class Control:
-    """The runner's commands (same set as ``_trio_control.control_loop``), on anyio."""
+    """The runner's commands (``_commands.py``), once the server listens."""
 
     def __init__(self, hub: trioconn.Hub, port: int, stop: Callable[[], None]) -> None:
         self.hub = hub
         self.port = port
         self.stop = stop
-        self.seqs: defaultdict[str, int] = defaultdict(int)
+        self.commands = Commands(hub.publish_nowait)
 
     async def run(self) -> None:
         """Announce readiness once the server listens, then obey stdin until ``quit`` or EOF."""
@@ -101,33 +100,7 @@ class Control:
 
     async def command(self, cmd: dict[str, Any]) -> dict[str, Any] | None:
         """Run one command; ``None`` means quit."""
-        kind = cmd.get("cmd")
-        publish = self.hub.publish_nowait
-        if kind == "usage":
-            return usage()
-        if kind == "burst":
-            topic, count, size = cmd["topic"], int(cmd["count"]), int(cmd.get("size", 100))
-            t_start = now()
-            for _ in range(count):
-                publish(topic, make_data(self.seqs[topic], size))
-                self.seqs[topic] += 1
-                await anyio.lowlevel.checkpoint()
-            return {"published": count, "t_start": t_start, "t_end": now()}
-        if kind == "rate":
-            topic, size = cmd["topic"], int(cmd.get("size", 100))
-            rate, seconds = float(cmd["rate"]), float(cmd["seconds"])
-            total = math.floor(rate * seconds)
-            t0, wall_start, max_lag = anyio.current_time(), now(), 0.0
-            for i in range(total):
-                due = t0 + i / rate
-                await anyio.sleep_until(due)
-                max_lag = max(max_lag, anyio.current_time() - due)
-                publish(topic, make_data(self.seqs[topic], size))
-                self.seqs[topic] += 1
-            return {"published": total, "t_start": wall_start, "t_end": now(), "max_lag_ms": max_lag * 1e3}
-        if kind == "quit":
-            return None
-        return {"error": f"unknown command {kind!r}"}
+        return await self.commands.run(cmd)
 
 
 class BenchApp:

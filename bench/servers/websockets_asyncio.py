@@ -2,8 +2,8 @@
 
 ``broadcast()`` writes the same frame to every subscriber's transport synchronously, without a
 task or a queue per connection: the cheapest pure-Python fan-out available. Speaks the same
-benchmark subset of protocol v1 and the same stdin control commands as the trio servers (see
-``bench/servers/_trio_control.py``). Runs on the default asyncio loop (``--uvloop`` to switch).
+benchmark subset of protocol v1 and the same stdin control commands as the other servers (see
+``bench/servers/_commands.py``). Runs on the default asyncio loop (``--uvloop`` to switch).
 
 Run: ``python -m bench.servers.websockets_asyncio --port 8765`` (controlled on stdin).
 """
@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import os
 import sys
 from collections import defaultdict
@@ -22,7 +21,8 @@ from typing import Any
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
 
-from bench.common import emit, encode_event, encode_subscribed, make_data, now, raise_nofile, usage
+from bench.common import emit, encode_event, encode_subscribed, raise_nofile
+from bench.servers._commands import Commands
 
 
 class BroadcastHub:
@@ -31,7 +31,6 @@ class BroadcastHub:
     def __init__(self) -> None:
         self.subscribers: defaultdict[str, set[ServerConnection]] = defaultdict(set)
         self.offsets: defaultdict[str, int] = defaultdict(int)
-        self.seqs: defaultdict[str, int] = defaultdict(int)
 
     def publish(self, topic: str, data: Any) -> None:
         """Encode once and ``broadcast()`` to the topic's subscribers."""
@@ -55,41 +54,12 @@ class BroadcastHub:
             for topic in topics:
                 self.subscribers[topic].discard(ws)
 
-    async def command(self, cmd: dict[str, Any]) -> dict[str, Any] | None:
-        """Run one runner command (same set as the trio servers); ``None`` means quit."""
-        kind = cmd.get("cmd")
-        if kind == "usage":
-            return usage()
-        if kind == "burst":
-            topic, count, size = cmd["topic"], int(cmd["count"]), int(cmd.get("size", 100))
-            t_start = now()
-            for _ in range(count):
-                self.publish(topic, make_data(self.seqs[topic], size))
-                self.seqs[topic] += 1
-                await asyncio.sleep(0)
-            return {"published": count, "t_start": t_start, "t_end": now()}
-        if kind == "rate":
-            topic, size = cmd["topic"], int(cmd.get("size", 100))
-            rate, seconds = float(cmd["rate"]), float(cmd["seconds"])
-            total = math.floor(rate * seconds)
-            loop = asyncio.get_running_loop()
-            t0, wall_start, max_lag = loop.time(), now(), 0.0
-            for i in range(total):
-                due = t0 + i / rate
-                await asyncio.sleep(max(0.0, due - loop.time()))
-                max_lag = max(max_lag, loop.time() - due)
-                self.publish(topic, make_data(self.seqs[topic], size))
-                self.seqs[topic] += 1
-            return {"published": total, "t_start": wall_start, "t_end": now(), "max_lag_ms": max_lag * 1e3}
-        if kind == "quit":
-            return None
-        return {"error": f"unknown command {kind!r}"}
-
 
 async def main(port: int) -> None:
     """Serve on 127.0.0.1:``port`` and obey the runner's commands on stdin."""
     nofile = raise_nofile(65536)
     hub = BroadcastHub()
+    commands = Commands(hub.publish)
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -98,7 +68,7 @@ async def main(port: int) -> None:
         while line := await reader.readline():
             if not line.strip():
                 continue
-            answer = await hub.command(json.loads(line))
+            answer = await commands.run(json.loads(line))
             if answer is None:
                 emit({"bye": True})
                 break
