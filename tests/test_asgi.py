@@ -398,3 +398,11 @@ def test_a_hub_that_cannot_start_fails_the_lifespan_startup(backend, caplog):
 
     run(backend, body)
     assert "the hub failed to start" in caplog.text
+
+
+def test_serve_socket_wants_a_server_socket():
+    async def body() -> None:
+        with pytest.raises(TypeError, match=r"must be a trioconn\.ServerSocket"):
+            await trioconn.Hub().serve_socket(object(), None)  # type: ignore[arg-type]
+
+    run("trio", body)

@@ -161,8 +161,16 @@ class BaseHub:
         """Run one accepted connection until it ends; its tasks live in a task group of this call.
 
         Over ``max_connections`` or while shutting down, the socket is closed at once with 1013
-        or 1001. Returns after the close handshake (bounded); never raises ``Exception``.
+        or 1001. Returns after the close handshake (bounded); never raises ``Exception`` once
+        the connection runs. ``groups``: sets of connections a front end closes together (one
+        per ``Hub.serve`` call, one per ``running()`` block for ASGI); a custom front end may
+        pass ``()``.
+
+        Raises:
+            TypeError: ``socket`` is not a ``ServerSocket``.
         """
+        if not isinstance(socket, ServerSocket):
+            raise TypeError(f"socket must be a trioconn.ServerSocket, not {type(socket).__name__}")
         limit = self.config.max_connections
         stopping = self._stopping or any(group.closing for group in groups)
         if stopping or (limit is not None and len(self._connections) >= limit):
