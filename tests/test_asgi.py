@@ -406,3 +406,19 @@ def test_serve_socket_wants_a_server_socket():
             await trioconn.Hub().serve_socket(object(), None)  # type: ignore[arg-type]
 
     run("trio", body)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_client_gone_before_the_accept_is_no_error(backend):
+    async def body() -> None:
+        async def gone(message: dict[str, Any]) -> None:
+            raise OSError("client disconnected")  # what uvicorn raises (ClientDisconnected)
+
+        hub = trioconn.Hub()
+        async with served(hub) as (app, _tasks):
+            server = FakeServer()
+            await server.put({"type": "websocket.connect"})
+            await app(server.scope, server.receive, gone)  # returns, does not raise
+            assert hub.sessions() == []
+
+    run(backend, body)

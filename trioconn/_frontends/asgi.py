@@ -171,7 +171,11 @@ class HubApp:
         if isinstance(admission, Refused):
             await _reject(scope, send, admission)
             return
-        await send({"type": "websocket.accept"})
+        try:
+            await send({"type": "websocket.accept"})
+        except OSError:  # uvicorn's ClientDisconnected: gone during the handshake
+            logger.debug("client %s went away during the handshake", request.remote)
+            return
         socket = AsgiSocket(receive, send, max_size=hub.config.max_frame_size, remote=request.remote)
         await hub.serve_socket(socket, admission.identity, groups=(group,))
 

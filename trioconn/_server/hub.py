@@ -225,11 +225,6 @@ class BaseHub:
         front end without a serving call of its own (ASGI) admits into it."""
         return self._running[0] if self._running else None
 
-    @property
-    def broker_running(self) -> bool:
-        """True while the broker's task runs (always true of a broker with nothing to run)."""
-        return self._broker.synchronous or self._broker_runner.running
-
     def _check_origin(self, request: HandshakeRequest) -> tuple[int, str] | None:
         allowed = self.config.allowed_origins
         if allowed is None:
@@ -476,10 +471,6 @@ class _BrokerRunner:
         self._scope: anyio.CancelScope | None = None
         self._stopped = anyio.Event()
         self._lock = anyio.Lock()
-
-    @property
-    def running(self) -> bool:
-        return self._host is not None
 
     async def hold(self, nursery: TaskGroup) -> None:
         """Register ``nursery``'s holder; start the broker in it if it is not running yet."""
