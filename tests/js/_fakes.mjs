@@ -9,7 +9,8 @@ export async function flush(rounds = 20) {
 /**
  * A fake clock for the client's `clock` option: time only moves with `advance()`.
  * `lateBy` makes every timer fire that many ms after it is due (a throttled background tab);
- * `earlyBy` makes them fire that many ms before (a clock that disagrees with the timers).
+ * `earlyBy` makes timers longer than that fire that many ms before they are due (timers that
+ * disagree with performance.now()).
  */
 export class FakeClock {
   constructor({ wall = 1_700_000_000_000 } = {}) {
@@ -23,7 +24,10 @@ export class FakeClock {
     this.wall = () => this.wallBase + this.t;
     this.setTimeout = (fn, ms) => {
       const id = this.nextId++;
-      this.timers.set(id, { at: this.t + Math.max(0, ms) + this.lateBy - this.earlyBy, fn, ms });
+      ms = Math.max(0, ms);
+      // Early only when there is room for it, so a timer re-armed for the rest is exact.
+      const early = ms > this.earlyBy ? this.earlyBy : 0;
+      this.timers.set(id, { at: this.t + ms - early + this.lateBy, fn, ms });
       return id;
     };
     this.clearTimeout = (id) => {
@@ -173,4 +177,30 @@ export function record(target, type) {
   const seen = [];
   target.addEventListener(type, (event) => seen.push(event.detail));
   return seen;
+}
+
+/**
+ * A client on a fake socket and clock (jitter fixed at 0.5), with its state changes recorded.
+ * `welcome`: open the first connection with these heartbeat settings (seconds, as on the wire).
+ */
+export async function setup(Client, options = {}, { url = "ws://127.0.0.1:9/live", welcome = null } = {}) {
+  const WS = makeFakeWebSocket();
+  const clock = new FakeClock();
+  const client = new Client(url, { WebSocket: WS, clock, random: () => 0.5, ...options });
+  const states = record(client, "statechange");
+  await flush();
+  if (welcome !== null) WS.last.welcome(welcome);
+  return { WS, clock, client, states };
+}
+
+/** The client is over and left nothing behind: no pending timer, no socket listener. */
+export async function assertNothingLeft(assert, { client, clock, WS }) {
+  await flush();
+  assert.equal(client.state, "closed");
+  assert.equal(clock.pending(), 0, `timers left: ${clock.delays()}`);
+  for (const ws of WS.all) {
+    for (const type of ["message", "close", "open", "error"]) {
+      assert.equal(ws.listenerCount(type), 0, `a ${type} listener was left on a socket`);
+    }
+  }
 }
