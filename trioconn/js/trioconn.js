@@ -855,7 +855,9 @@ class SubscriptionCore {
 
   /**
    * The subscription is over: iteration ends after the buffered items (or throws `error`).
-   * @param {unknown} error null for a normal end @param {{end?: number}} [how] `end`: the topic ended at this offset
+   * @param {unknown} error null for a normal end
+   * @param {{end?: number, readyError?: unknown}} [how] `end`: the topic ended at this offset;
+   *   `readyError`: what `ready` rejects with if the server had not answered yet
    */
   finish(error, how = {}) {
     if (this.finished) return;
@@ -864,7 +866,7 @@ class SubscriptionCore {
     this.detach();
     if (!this.readySettled) {
       this.readySettled = true;
-      this.rejectReady(error ?? new TrioconnError(`subscription to ${JSON.stringify(this.topic)} ended before the server answered`));
+      this.rejectReady(error ?? how.readyError ?? new TrioconnError(`subscription to ${JSON.stringify(this.topic)} ended before the server answered`));
     }
     const waiter = this.waiter;
     this.waiter = null;
@@ -1690,13 +1692,12 @@ export class Client extends EventTarget {
     const wait = this.#wait;
     this.#wait = null;
     wait?.timer?.cancel();
-    const subsError = failure;
+    const closedError = this.#closedError();
     const subs = [...this.#subs.values()];
     this.#subs.clear();
-    for (const core of subs) core.finish(subsError);
+    for (const core of subs) core.finish(failure, { readyError: closedError });
     const waiters = [...this.#linkWaiters];
     this.#linkWaiters.clear();
-    const closedError = this.#closedError();
     for (const waiter of waiters) waiter.onClosed(closedError);
     this.dispatchEvent(detailEvent("close", { code: fields.code, reason: fields.reason, error: failure }));
   }
