@@ -78,7 +78,6 @@ def _tally_json(tally: Tally) -> dict[str, Any]:
 
 
 def _scenario(
-    rng: random.Random,
     *,
     max_attempts: int | None,
     token: bool,
@@ -128,7 +127,7 @@ def decision_data() -> dict[str, Any]:
     for code in range(1000, 5000):
         for token in (False, True):
             end = AttemptEnd(EndKind.CLOSED, code=code)
-            scenarios.append(_scenario(random.Random(), max_attempts=None, token=token, overrides={}, ends=[end]))
+            scenarios.append(_scenario(max_attempts=None, token=token, overrides={}, ends=[end]))
     # Sequences: the counting, the min_uptime reset, the reauth rule, overrides.
     picker = random.Random(20240613)
     codes = [1000, 1001, 1006, 1008, 1011, 1013, 2999, 3000, 4000, 4001, 4401, 4403, 4999]
@@ -143,7 +142,6 @@ def decision_data() -> dict[str, Any]:
         overrides = picker.choice([{}, {}, {4403: CloseAction.RECONNECT, 1000: CloseAction.RECONNECT}])
         scenarios.append(
             _scenario(
-                picker,
                 max_attempts=picker.choice([None, 1, 2, 3, 5]),
                 token=picker.choice([False, True]),
                 overrides=overrides,
@@ -209,3 +207,29 @@ def test_the_js_version_is_the_package_json_version() -> None:
     )
     package = json.loads((SCRIPT_PATH.parent / "package.json").read_text())
     assert js == package["version"]
+
+
+def test_the_declarations_declare_every_export_and_nothing_else() -> None:
+    """``trioconn.d.ts`` cannot be compiled here without TypeScript; its runtime names at least
+    must be the module's exports, each declared as the kind of thing it is."""
+    node = _node()
+    exports = _node_eval(
+        node,
+        f"const m = await import({json.dumps(SCRIPT_PATH.as_uri())});"
+        "console.log(JSON.stringify(Object.fromEntries(Object.entries(m).map(([k, v]) => "
+        "[k, typeof v === 'function' ? (/^class /.test(String(v)) ? 'class' : 'function') : 'const']))));",
+    )
+    declarations = (SCRIPT_PATH.parent / "trioconn.d.ts").read_text(encoding="utf-8")
+    pattern = r"^export declare (const|function|class) (\w+)"
+    declared = {name: kind for kind, name in re.findall(pattern, declarations, re.M)}
+    assert declared == exports
+
+
+def test_without_node_the_tests_skip_unless_required(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.delenv("TRIOCONN_REQUIRE_BROWSER", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="node is not on PATH"):
+        _node()
+    monkeypatch.setenv("TRIOCONN_REQUIRE_BROWSER", "1")
+    with pytest.raises(pytest.fail.Exception, match="TRIOCONN_REQUIRE_BROWSER=1"):
+        _node()
