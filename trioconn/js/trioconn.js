@@ -963,8 +963,8 @@ export class Client extends EventTarget {
 
   /** A snapshot of the client's counters. */
   statistics() {
-    const { state, paused } = { state: this.state, paused: this.#paused };
-    return { state, ...this.#stats, subscriptions: this.#subs.size, nextAttemptAt: this.#nextAttemptAt(), paused };
+    const subscriptions = this.#subs.size;
+    return { state: this.state, ...this.#stats, subscriptions, nextAttemptAt: this.#nextAttemptAt(), paused: this.#paused };
   }
 
   /**
