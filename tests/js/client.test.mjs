@@ -1,6 +1,7 @@
 // The client's connection life: states, heartbeat, close codes, backoff, controls, close.
 // A fake WebSocket plays the server and a fake clock moves time (no real timers, no sleeps).
 import assert from "node:assert/strict";
+import { getEventListeners } from "node:events";
 import { describe, test } from "node:test";
 
 import {
@@ -545,6 +546,32 @@ describe("close", () => {
     assert.equal(WS.all.length, 0);
   });
 
+  test("the client's abort listener is removed however the client ends", async () => {
+    for (const end of [(env) => env.client.close(), (env) => env.WS.last.serverClose(1000, ""), (env) => env.WS.last.serverClose(4403, "")]) {
+      const controller = new AbortController();
+      const env = await setup(Client, { signal: controller.signal }, { welcome: HB });
+      assert.equal(getEventListeners(controller.signal, "abort").length, 1);
+      await end(env);
+      await flush();
+      assert.equal(env.client.state, "closed");
+      assert.equal(getEventListeners(controller.signal, "abort").length, 0);
+    }
+  });
+
+  test("connect() removes its listeners from the client once settled", async () => {
+    const WS = makeFakeWebSocket();
+    const clock = new FakeClock();
+    const pending = connect(URL_, { WebSocket: WS, clock, timeout: 5000 });
+    await flush();
+    WS.last.welcome(HB);
+    const client = await pending;
+    assert.equal(clock.pending(), 1, "connect()'s timer is gone; only the watchdog is left");
+    const closes = record(client, "close");
+    await client.close();
+    assert.equal(closes.length, 1);
+    await assertNothingLeft(assert, { client, clock, WS });
+  });
+
   test("a listener that closes the client inside 'open' stops everything cleanly", async () => {
     const env = await setup(Client, {});
     env.client.addEventListener("open", () => void env.client.close());
@@ -580,16 +607,29 @@ describe("observing", () => {
 
   test("a stateChanges() reader that stops early removes its listener", async () => {
     const env = await setup(Client);
-    let count = 0;
-    const spy = env.client.addEventListener.bind(env.client);
-    void spy;
+    const before = getEventListeners(env.client, "statechange").length;
     for await (const change of env.client.stateChanges()) {
-      count += 1;
+      assert.equal(getEventListeners(env.client, "statechange").length, before + 1);
       if (change.state === "connecting") break;
     }
-    env.WS.last.welcome(HB);
-    assert.equal(count, 1);
+    assert.equal(getEventListeners(env.client, "statechange").length, before);
     await env.client.close();
+  });
+
+  test("a stateChanges() reader that falls behind skips to the oldest of the last 64", async () => {
+    const env = await setup(Client);
+    const changes = env.client.stateChanges();
+    for (let i = 0; i < 50; i++) {
+      env.client.pause();
+      env.client.resume();
+    }
+    // 101 changes (the current one, then 50 pauses and 50 resumes): the 64 last ones are kept
+    const kept = [];
+    for (let i = 0; i < 64; i++) kept.push((await changes.next()).value);
+    assert.deepEqual(kept.map((change) => change.paused), Array.from({ length: 64 }, (_, i) => i % 2 === 0));
+    await env.client.close();
+    assert.equal((await changes.next()).value.state, "closed");
+    assert.deepEqual(await changes.next(), { value: undefined, done: true });
   });
 
   test("statistics() counts attempts, connects, reconnects, events and resets", async () => {
