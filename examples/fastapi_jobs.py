@@ -332,7 +332,8 @@ function showStatus({ state, code, nextAttemptAt }) {
   clearInterval(countdown);
   const show = () => {
     let text = state;
-    if (nextAttemptAt !== null) text += " in " + Math.max(0, Math.ceil((nextAttemptAt - Date.now()) / 1000)) + " s";
+    const seconds = Math.max(0, Math.ceil((nextAttemptAt - Date.now()) / 1000));
+    if (nextAttemptAt !== null) text += " in " + seconds + " s";
     if (code !== null) text += " (" + code + ")";
     $("status").textContent = text;
   };
