@@ -6,7 +6,9 @@ Run it from the repository root (``pip install -e '.[asgi]'``)::
     hypercorn examples.fastapi_jobs:app --worker-class trio          # trio
 
 and open http://127.0.0.1:8000/ (hypercorn: http://127.0.0.1:8000/ too). The page logs in,
-starts a job and shows its progress as it arrives over the WebSocket.
+starts a job and shows its progress as it arrives over the WebSocket, through ``trioconn.js``:
+a status badge with "reconnecting in N s" and a "Retry now" button; when the job's topic ends
+the page closes its client (1000) and never reconnects.
 
 The HTTP API:
 
@@ -18,6 +20,11 @@ The HTTP API:
 - ``/ws/`` is the WebSocket endpoint, a ``trioconn.asgi.HubApp``. Connect with ``?token=<JWT>``
   (or ``Authorization: Bearer``) and subscribe to ``jobs/<id>`` with ``last`` large enough to
   replay what the job published before you subscribed (every job has at most ``STEPS`` events).
+  A missing, invalid or expired token is refused with close code 4401 after the upgrade
+  (``refuse_with="close"``), which a browser page can see, where an HTTP 401 would reach it as
+  1006; a client with a token getter fetches a fresh token once, then gives up.
+- ``GET /`` is the page; ``GET /trioconn.js`` the browser client it imports
+  (``trioconn.browser.SCRIPT_PATH``).
 
 Each progress report is an event on the stream topic ``jobs/<id>``:
 ``{"status": "running", "step": 3, "steps": 30, "pct": 10, "bytes": ..., "total_bytes": ...}``;
@@ -61,13 +68,14 @@ import anyio.to_thread
 import attrs
 import jwt
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 from starlette.routing import WebSocketRoute
 
 import trioconn
 import trioconn.asgi
+import trioconn.browser
 
 logger = logging.getLogger("fastapi_jobs")
 
@@ -210,7 +218,9 @@ def create_app(
             return False  # clients never publish; progress comes from the jobs
         return jobs.owned_by(topic.removeprefix("jobs/"), user) is not None
 
-    hub = trioconn.Hub(authenticate=authenticate, authorize=authorize)
+    # refuse_with="close": a page sees a refused token as close code 4401 (its client fetches a
+    # fresh token once) instead of the 1006 a browser reports for an HTTP 401.
+    hub = trioconn.Hub(authenticate=authenticate, authorize=authorize, refuse_with="close")
     jobs = Jobs(hub, steps, step_seconds)
 
     @contextlib.asynccontextmanager
@@ -269,6 +279,10 @@ def create_app(
     async def page() -> str:
         return PAGE
 
+    @app.get("/trioconn.js")
+    async def script() -> FileResponse:
+        return FileResponse(trioconn.browser.SCRIPT_PATH, media_type="text/javascript")
+
     return app
 
 
@@ -276,56 +290,81 @@ PAGE = """<!doctype html>
 <html lang="en">
 <meta charset="utf-8">
 <title>trioconn jobs demo</title>
-<style>body{font:16px system-ui,sans-serif;margin:2em;max-width:40em}progress{width:100%}</style>
+<style>
+  body { font: 16px system-ui, sans-serif; margin: 2em; max-width: 40em }
+  progress { width: 100% }
+  #status { padding: 0.2em 0.6em; border-radius: 0.3em; background: #eee }
+  #status[data-state="open"] { background: #cfc } #status[data-state="reconnecting"] { background: #fd9 }
+</style>
 <h1>Download jobs</h1>
 <form id="start">
   <label>User <input id="user" value="alice" required></label>
   <button>Start a download</button>
 </form>
+<p>
+  <span id="status" data-state="idle">not connected</span>
+  <button id="retry" hidden>Retry now</button>
+</p>
 <p><progress id="bar" max="100" value="0"></progress></p>
 <pre id="log"></pre>
-<script>
+<script type="module">
+import { Client } from "/trioconn.js";
+
 const $ = (id) => document.getElementById(id);
 const log = (text) => { $("log").textContent += text + "\\n"; };
 
 async function post(path, body, token) {
-  const headers = {"content-type": "application/json"};
+  const headers = { "content-type": "application/json" };
   if (token) headers.authorization = "Bearer " + token;
-  const response = await fetch(path, {method: "POST", headers, body: JSON.stringify(body)});
+  const response = await fetch(path, { method: "POST", headers, body: JSON.stringify(body) });
   if (!response.ok) throw new Error(path + ": HTTP " + response.status);
   return response.json();
 }
 
-function follow(topic, token) {
-  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  const ws = new WebSocket(scheme + "//" + location.host + "/ws/?token=" + encodeURIComponent(token));
-  let ended = false;
-  const handle = (frame) => {
-    switch (frame.type) {
-      case "welcome": ws.send(JSON.stringify({type: "subscribe", topic, last: 1000})); break;
-      case "ping": ws.send(JSON.stringify({type: "pong", id: frame.id})); break;
-      case "batch": frame.frames.forEach(handle); break;
-      case "event":
-        $("bar").value = frame.data.pct;
-        log(frame.data.status + " " + frame.data.pct + "% (" + frame.data.bytes + " bytes)");
-        break;
-      case "end": ended = true; log("job finished"); ws.close(1000); break;
-      case "error": log("error: " + frame.code + " " + frame.message); break;
-    }
+// Called before every connection attempt: a token that expired meanwhile (the hub closes
+// with 4401) is replaced by a fresh one. A real app would ask its session here.
+const login = async () => (await post("/login", { user: $("user").value })).access_token;
+
+let client = null;
+let countdown = null;
+
+function showStatus({ state, code, nextAttemptAt }) {
+  clearInterval(countdown);
+  const show = () => {
+    let text = state;
+    const seconds = Math.max(0, Math.ceil((nextAttemptAt - Date.now()) / 1000));
+    if (nextAttemptAt !== null) text += " in " + seconds + " s";
+    if (code !== null) text += " (" + code + ")";
+    $("status").textContent = text;
   };
-  ws.onmessage = (message) => handle(JSON.parse(message.data));
-  ws.onclose = (close) => { if (!ended) log("connection closed: " + close.code + " " + close.reason); };
+  show();
+  if (nextAttemptAt !== null) countdown = setInterval(show, 250);
+  $("status").dataset.state = state;
+  $("retry").hidden = state !== "reconnecting" && state !== "connecting";
 }
+
+$("retry").onclick = () => client?.reconnectNow();
 
 $("start").onsubmit = async (submit) => {
   submit.preventDefault();
+  await client?.close();
   $("log").textContent = "";
   $("bar").value = 0;
   try {
-    const {access_token} = await post("/login", {user: $("user").value});
-    const {job, topic} = await post("/jobs", {}, access_token);
+    const { job, topic } = await post("/jobs", {}, await login());
     log("started job " + job);
-    follow(topic, access_token);
+    client = new Client("/ws", { token: login });
+    client.addEventListener("statechange", (change) => showStatus(change.detail));
+    const subscription = client.subscribe(topic, { last: 1000 });
+    subscription.addEventListener("event", ({ detail: { data } }) => {
+      $("bar").value = data.pct;
+      log(data.status + " " + data.pct + "% (" + data.bytes + " bytes)");
+    });
+    subscription.addEventListener("end", () => {
+      log("job finished");
+      client.close(); // done: close with 1000, never reconnect
+    });
+    subscription.addEventListener("error", ({ detail }) => log("error: " + detail.message));
   } catch (error) {
     log(String(error));
   }
@@ -333,5 +372,6 @@ $("start").onsubmit = async (submit) => {
 </script>
 </html>
 """
+
 
 app = create_app()

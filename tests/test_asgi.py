@@ -265,6 +265,80 @@ def test_without_the_http_response_extension_a_refusal_is_a_close_before_accept(
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("extensions", [True, False])
+def test_in_close_mode_a_refusal_is_an_accept_then_a_close_with_its_code_and_reason(backend, extensions):
+    async def body() -> None:
+        def authenticate(request: trioconn.HandshakeRequest) -> Any:
+            if request.token in ("403", "429", "500", "503", "404"):
+                raise trioconn.HandshakeRejected(int(request.token), b"no: " + request.token.encode())
+            if request.token == "bug":
+                raise RuntimeError("a bug in the hook")
+            return "alice" if request.token == "good" else None
+
+        hub = trioconn.Hub(
+            authenticate=authenticate, allowed_origins={"https://app.example"}, refuse_with="close"
+        )
+        async with served(hub) as (app, tasks):
+            cases = [
+                (
+                    [(b"origin", b"https://evil.example")],
+                    b"good",
+                    4403,
+                    "origin https://evil.example is not allowed",
+                ),
+                ([], b"bad", 4401, "unauthorized"),
+                ([], b"403", 4403, "no: 403"),
+                ([], b"404", 1008, "no: 404"),
+                ([], b"429", 1013, "no: 429"),
+                ([], b"500", 1011, "no: 500"),
+                ([], b"503", 1001, "no: 503"),
+                ([], b"bug", 1011, "internal error"),
+            ]
+            for headers, token, code, reason in cases:
+                server = FakeServer(headers=headers, extensions=extensions)
+                server.scope["query_string"] = b"token=" + token
+                tasks.start_soon(server.run, app)
+                await server.put({"type": "websocket.connect"})
+                assert (await server.next()) == {"type": "websocket.accept"}
+                assert (await server.next()) == {"type": "websocket.close", "code": code, "reason": reason}
+                await server.done.wait()  # nothing else: no welcome, no connection
+            assert hub.statistics().disconnects == {
+                "refused-401": 1,
+                "refused-403": 2,
+                "refused-404": 1,
+                "refused-429": 1,
+                "refused-500": 2,
+                "refused-503": 1,
+            }
+            assert hub.statistics().accepted == 0
+            ok = await accepted(app, tasks, headers=[(b"origin", b"https://app.example")])
+            await ok.put({"type": "websocket.disconnect", "code": 1000})
+
+    run(backend, body)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_in_close_mode_a_hub_that_is_not_running_closes_with_1001(backend, caplog):
+    async def body() -> None:
+        hub = trioconn.Hub(refuse_with="close")
+        app = HubApp(hub)
+        async with anyio.create_task_group() as tasks:
+            server = await connect(app, tasks)
+            assert (await server.next()) == {"type": "websocket.accept"}
+            close = await server.next()
+            assert (close["type"], close["code"], close["reason"]) == (
+                "websocket.close",
+                1001,
+                "the hub is not running",
+            )
+            await server.done.wait()
+        assert hub.statistics().disconnects == {"refused-503": 1}
+
+    run(backend, body)
+    assert "trioconn.asgi.lifespan(hub)" in caplog.text
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_a_hub_that_is_not_running_refuses_with_503_and_says_why(backend, caplog):
     async def body() -> None:
         hub = trioconn.Hub()
@@ -409,12 +483,13 @@ def test_serve_socket_wants_a_server_socket():
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_a_client_gone_before_the_accept_is_no_error(backend):
+@pytest.mark.parametrize("settings", [{}, {"refuse_with": "close", "authenticate": lambda request: None}])
+def test_a_client_gone_before_the_accept_is_no_error(backend, settings):
     async def body() -> None:
         async def gone(message: dict[str, Any]) -> None:
             raise OSError("client disconnected")  # what uvicorn raises (ClientDisconnected)
 
-        hub = trioconn.Hub()
+        hub = trioconn.Hub(**settings)
         async with served(hub) as (app, _tasks):
             server = FakeServer()
             await server.put({"type": "websocket.connect"})

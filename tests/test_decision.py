@@ -123,8 +123,10 @@ def test_ends_without_a_code_or_status() -> None:
     assert classify(AttemptEnd(EndKind.BROKEN)) is R
     assert classify(AttemptEnd(EndKind.TIMEOUT)) is R
     assert classify(AttemptEnd(EndKind.PROTOCOL_ERROR)) is F
+    assert classify(AttemptEnd(EndKind.CERTIFICATE)) is F  # retrying cannot fix a certificate
     assert decision_table()["ends"] == {
         "protocol-error": "fail",
+        "certificate": "fail",
         "broken": "reconnect",
         "timeout": "reconnect",
     }
@@ -247,7 +249,7 @@ def test_every_combination_keeps_the_invariants() -> None:
         *(AttemptEnd(EndKind.REJECTED, status=s) for s in (401, 403, 404, 429, 503)),
         *(
             AttemptEnd(kind, uptime=u)
-            for kind in (EndKind.BROKEN, EndKind.TIMEOUT, EndKind.PROTOCOL_ERROR)
+            for kind in (EndKind.BROKEN, EndKind.TIMEOUT, EndKind.PROTOCOL_ERROR, EndKind.CERTIFICATE)
             for u in (None, HEALTHY)
         ),
     ]

@@ -31,3 +31,12 @@ def test_one_exception_root():
 def test_testing_module_exports():
     for name in trioconn.testing.__all__:
         assert hasattr(trioconn.testing, name), name
+
+
+def test_the_decision_table_is_public_and_the_same_function() -> None:
+    import trioconn._core.decision
+
+    assert "decision_table" in trioconn.__all__
+    assert trioconn.decision_table is trioconn._core.decision.decision_table
+    table = trioconn.decision_table()
+    assert {"close_codes", "unlisted_close_codes", "handshake_statuses", "ends", "reauth"} <= set(table)

@@ -45,6 +45,8 @@ async def subscribe(client, topic, **extra):
         ({"send_timeout": "3"}, "must be a number"),
         ({"allowed_origins": "https://a.example"}, "collection"),
         ({"authenticate": 5}, "callable"),
+        ({"refuse_with": "websocket"}, "refuse_with must be 'http' .* or 'close'"),
+        ({"refuse_with": None}, "refuse_with must be a str"),
     ],
 )
 def test_invalid_settings_are_refused_with_a_reason(kwargs, words):

@@ -132,7 +132,7 @@ def decision_data() -> dict[str, Any]:
     picker = random.Random(20240613)
     codes = [1000, 1001, 1006, 1008, 1011, 1013, 2999, 3000, 4000, 4001, 4401, 4403, 4999]
     uptimes: list[float | None] = [None, None, 0.0, 5.0, 9.999, 10.0, 60.0]
-    kinds = [EndKind.CLOSED] * 4 + [EndKind.BROKEN, EndKind.TIMEOUT, EndKind.PROTOCOL_ERROR]
+    kinds = [EndKind.CLOSED] * 4 + [k for k in EndKind if k not in (EndKind.CLOSED, EndKind.REJECTED)]
     for _ in range(400):
         ends = []
         for _ in range(25):

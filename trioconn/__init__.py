@@ -21,6 +21,7 @@ from ._client import tcp_transport as tcp_transport
 from ._client import wrap_client_stream as wrap_client_stream
 from ._core.backoff import Backoff as Backoff
 from ._core.backoff import BackoffPolicy as BackoffPolicy
+from ._core.decision import decision_table as decision_table
 from ._core.exceptions import BrokerUnavailable as BrokerUnavailable
 from ._core.exceptions import ConnectionBroken as ConnectionBroken
 from ._core.exceptions import ConnectionClosed as ConnectionClosed
@@ -32,6 +33,7 @@ from ._core.exceptions import ServerError as ServerError
 from ._core.exceptions import TooManyTopics as TooManyTopics
 from ._core.exceptions import TopicEnded as TopicEnded
 from ._core.exceptions import TrioconnError as TrioconnError
+from ._core.exceptions import UntrustedCertificate as UntrustedCertificate
 from ._core.protocol import CLOSE_CODES as CLOSE_CODES
 from ._core.protocol import PROTOCOL_VERSION as PROTOCOL_VERSION
 from ._core.protocol import CloseAction as CloseAction
@@ -93,7 +95,9 @@ __all__ = [
     "TopicStatistics",
     "Transport",
     "TrioconnError",
+    "UntrustedCertificate",
     "connect",
+    "decision_table",
     "tcp_transport",
     "wrap_client_stream",
 ]

@@ -36,7 +36,7 @@ describe("against decision_table()", { skip }, () => {
 
   test("every end without a code gets the table's action", () => {
     const kinds = Object.keys(data.table.ends).sort();
-    assert.deepEqual(kinds, ["broken", "protocol-error", "timeout"]);
+    assert.deepEqual(kinds, ["broken", "certificate", "protocol-error", "timeout"]);
     for (const kind of kinds) {
       const decision = decide({ kind, uptime: null }, FRESH, options());
       assert.equal(decision.action, data.table.ends[kind], kind);

@@ -40,9 +40,11 @@ import itertools
 import logging
 import math
 import random
+import ssl
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from functools import partial
 from typing import Any, Final, NoReturn
 
 import trio
@@ -57,6 +59,7 @@ from .._core.exceptions import (
     ProtocolError,
     ReconnectFailed,
     TrioconnError,
+    UntrustedCertificate,
 )
 from .._core.protocol import (
     CloseAction,
@@ -123,6 +126,19 @@ def _check_close_codes(close_codes: object) -> dict[int, CloseAction]:
     return checked
 
 
+def _check_ssl_context(ssl_context: object, url: str, transport: object) -> ssl.SSLContext:
+    if not isinstance(ssl_context, ssl.SSLContext):
+        raise TypeError(f"ssl_context must be an ssl.SSLContext or None, not {type(ssl_context).__name__}")
+    if not url.lower().startswith("wss:"):
+        raise ValueError(f"ssl_context is only used with wss:// URLs, and url is {url!r}")
+    if transport is not None:
+        raise ValueError(
+            "ssl_context is for the default transport; with a transport of your own, give it the "
+            "context (e.g. functools.partial(trioconn.tcp_transport, ssl_context=...))"
+        )
+    return ssl_context
+
+
 def _valid_token(token: object) -> bool:
     """A bearer token (RFC 6750): visible ASCII, no spaces, quotes or control characters."""
     return isinstance(token, str) and bool(token) and all("!" <= ch <= "~" for ch in token)
@@ -155,6 +171,8 @@ class _Attempt:
             return AttemptEnd(EndKind.REJECTED, status=error.status, reason=str(error), uptime=uptime), error
         if isinstance(error, ProtocolError):
             return AttemptEnd(EndKind.PROTOCOL_ERROR, reason=str(error), uptime=uptime), error
+        if isinstance(error, UntrustedCertificate):
+            return AttemptEnd(EndKind.CERTIFICATE, reason=str(error), uptime=uptime), error
         if isinstance(error, ConnectionClosed) and not isinstance(error, ConnectionBroken):
             return AttemptEnd(EndKind.CLOSED, code=error.code, reason=error.reason, uptime=uptime), error
         kind = EndKind.TIMEOUT if self.timed_out else EndKind.BROKEN
@@ -178,6 +196,7 @@ class Client:
         close_codes: Mapping[int, CloseAction] | None = None,
         transport: Transport | None = None,
         rng: random.Random | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._url = _check_url(url)
         if token_provider is not None and not callable(token_provider):
@@ -194,6 +213,9 @@ class Client:
         if transport is not None and not callable(transport):
             raise TypeError("transport must be an async callable (nursery, url, headers) -> connection")
         self._transport: Transport = transport if transport is not None else tcp_transport
+        if ssl_context is not None:
+            context = _check_ssl_context(ssl_context, self._url, transport)
+            self._transport = partial(tcp_transport, ssl_context=context)
         if rng is not None and not isinstance(rng, random.Random):
             raise TypeError(f"rng must be a random.Random, not {type(rng).__name__}")
         self._rng = rng if rng is not None else random.Random()
@@ -650,6 +672,7 @@ def connect(
     close_codes: Mapping[int, CloseAction] | None = None,
     transport: Transport | None = None,
     rng: random.Random | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> AbstractAsyncContextManager[Client]:
     """Connect to a trioconn Hub and keep the connection up until the block ends.
 
@@ -672,16 +695,21 @@ def connect(
         close_codes: overrides of the close-code table, code → ``CloseAction``.
         transport: opens the WebSocket (default ``tcp_transport``); see ``Transport``.
         rng: the random source of the backoff jitter (seed it for reproducible delays).
+        ssl_context: the TLS settings of a ``wss://`` connection, e.g. one that trusts a private
+            CA (default: ``ssl.create_default_context()``, the system's CAs). Only with
+            ``wss://`` and the default transport. A certificate that fails verification fails
+            the client at once (``UntrustedCertificate``): retrying cannot fix it.
 
     Returns:
         An async context manager yielding the ``Client``.
 
     Raises:
         TypeError: an argument of the wrong type (raised at call time).
-        ValueError: an argument out of range (raised at call time).
+        ValueError: an argument out of range, or ``ssl_context`` with ``ws://`` or with a
+            ``transport`` (raised at call time).
         ReconnectFailed: (when the block exits) attempts exhausted, or a final close code,
-            handshake refusal or protocol error; ``cause`` holds the last failure. The block
-            is cancelled when this happens.
+            handshake refusal, untrusted certificate or protocol error; ``cause`` holds the last
+            failure. The block is cancelled when this happens.
     """
     client = Client(
         url,
@@ -692,6 +720,7 @@ def connect(
         close_codes=close_codes,
         transport=transport,
         rng=rng,
+        ssl_context=ssl_context,
     )
     return _run_client(client)
 

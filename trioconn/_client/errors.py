@@ -10,6 +10,7 @@ text holds the token is not chained.
 
 from __future__ import annotations
 
+import ssl
 from typing import NoReturn
 
 import h11
@@ -17,9 +18,15 @@ import trio
 import trio_websocket
 import wsproto.utilities
 
-from .._core.exceptions import ConnectionBroken, ConnectionClosed, HandshakeRejected, TrioconnError
+from .._core.exceptions import (
+    ConnectionBroken,
+    ConnectionClosed,
+    HandshakeRejected,
+    TrioconnError,
+    UntrustedCertificate,
+)
 
-__all__ = ["leaves", "redact", "reraise", "translate", "unwrap_nursery_group"]
+__all__ = ["certificate_error", "leaves", "redact", "reraise", "translate", "unwrap_nursery_group"]
 
 REDACTED = "<redacted>"
 
@@ -29,6 +36,19 @@ def redact(text: str, secret: str | None) -> str:
     if secret and secret in text:
         return text.replace(secret, REDACTED)
     return text
+
+
+def certificate_error(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate verification failure behind ``exc`` (trio raises ``BrokenResourceError``
+    from it), or None: followed through ``__cause__`` and ``__context__``, a few links deep."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return None
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def leaves(exc: BaseException) -> list[BaseException]:
@@ -64,7 +84,12 @@ def _translate_one(exc: BaseException, secret: str | None) -> BaseException:
         exc,
         OSError | trio.BrokenResourceError | trio.ClosedResourceError | trio_websocket.HandshakeError,
     ):
-        new = ConnectionBroken(redact(str(exc) or type(exc).__name__, secret))
+        bad = certificate_error(exc)
+        if bad is not None:
+            # Final, unlike other transport failures (see EndKind.CERTIFICATE); chain the TLS error.
+            exc, new = bad, UntrustedCertificate(redact(str(bad), secret))
+        else:
+            new = ConnectionBroken(redact(str(exc) or type(exc).__name__, secret))
     else:
         return exc
     if secret and secret in f"{exc!s}{exc!r}":

@@ -7,8 +7,10 @@ socket before it answered, its reader task records an abnormal closure and retur
 connect timeout. ``trioconn.wrap_client_stream`` therefore hands trio-websocket the stream
 through ``_HandshakeWatch``, which sees the end of the stream (EOF, a reset, a failed write, or
 trio-websocket closing the stream after an answer it could not parse) while the handshake is
-still pending and ends the wait with ``ConnectionBroken``. No WebSocket framing or HTTP is done
-here: trio-websocket and wsproto still do all of that; the watch only forwards bytes.
+still pending and ends the wait with ``ConnectionBroken`` — or with ``UntrustedCertificate`` when
+the stream failed because the server's TLS certificate did not verify, an end the client treats
+as final. No WebSocket framing or HTTP is done here: trio-websocket and wsproto still do all of
+that; the watch only forwards bytes.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from typing import Final, Protocol
 import trio
 import trio_websocket
 
-from .._core.exceptions import ConnectionBroken
+from .._core.exceptions import ConnectionBroken, UntrustedCertificate
+from .errors import certificate_error
 
 __all__ = [
     "MAX_MESSAGE_SIZE",
@@ -71,6 +74,8 @@ class _HandshakeWatch(trio.abc.Stream):
         self._stream = stream
         self._on_end: Callable[[], object] | None = None
         self.why = ""
+        #: the stream's failure that ended the handshake, if one did
+        self.error: BaseException | None = None
 
     def watch(self, on_end: Callable[[], object] | None) -> None:
         self._on_end = on_end
@@ -85,6 +90,7 @@ class _HandshakeWatch(trio.abc.Stream):
         try:
             data = await self._stream.receive_some(max_bytes)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self.error = self.error or exc
             self._ended(_failed(exc))
             raise
         if not data:
@@ -95,6 +101,7 @@ class _HandshakeWatch(trio.abc.Stream):
         try:
             await self._stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self.error = self.error or exc
             self._ended(_failed(exc))
             raise
 
@@ -139,6 +146,7 @@ async def wrap_client_stream(
 
     Raises:
         ConnectionBroken: the server closed or reset the stream before the handshake completed.
+        UntrustedCertificate: ``stream`` is TLS and the server's certificate failed verification.
         trio_websocket.ConnectionRejected: the server answered with an HTTP status.
     """
     parts = urllib.parse.urlsplit(url)
@@ -163,6 +171,9 @@ async def wrap_client_stream(
         )
     watched.watch(None)
     if ws is None:
+        bad = None if watched.error is None else certificate_error(watched.error)
+        if bad is not None:
+            raise UntrustedCertificate(str(bad)) from bad
         raise ConnectionBroken(watched.why)
     return ws
 
@@ -176,21 +187,39 @@ async def close_on_cancel(stream: trio.abc.AsyncResource) -> None:
 
 
 async def tcp_transport(
-    nursery: trio.Nursery, url: str, headers: Headers
+    nursery: trio.Nursery, url: str, headers: Headers, *, ssl_context: ssl.SSLContext | None = None
 ) -> trio_websocket.WebSocketConnection:
     """The default transport: TCP (TLS for ``wss://``) via trio-websocket.
 
     The socket is closed when ``nursery`` is cancelled, whatever state the WebSocket is in, and
     a server that closes or resets it during the opening handshake fails the attempt at once.
+    ``connect(url, ssl_context=...)`` passes its context here; as a transport of your own, use
+    ``functools.partial(tcp_transport, ssl_context=...)``.
+
+    Args:
+        nursery: where the connection's reader task runs.
+        url: the ``ws://`` or ``wss://`` URL.
+        headers: extra HTTP headers for the opening handshake.
+        ssl_context: the TLS settings for ``wss://`` (default ``ssl.create_default_context()``:
+            the system's trusted CAs, host names checked). Give one that trusts a private CA.
+
+    Raises:
+        ValueError: ``ssl_context`` with a ``ws://`` URL, which has no TLS.
+        UntrustedCertificate: the server's certificate failed verification.
     """
     parts = urllib.parse.urlsplit(url)
     host = parts.hostname or ""
     secure = parts.scheme == "wss"
+    if ssl_context is not None and not secure:
+        raise ValueError(f"ssl_context is only used with wss:// URLs, not with {parts.scheme}://")
     port = parts.port or (443 if secure else 80)
     stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]
     if secure:
         stream = await trio.open_ssl_over_tcp_stream(
-            host, port, ssl_context=ssl.create_default_context(), https_compatible=True
+            host,
+            port,
+            ssl_context=ssl_context if ssl_context is not None else ssl.create_default_context(),
+            https_compatible=True,
         )
     else:
         stream = await trio.open_tcp_stream(host, port)

@@ -4,16 +4,18 @@ Theory of operation
 -------------------
 Every connection attempt ends, and the end is described once, as an ``AttemptEnd``: a close
 frame received from the server (its code decides, whatever failed afterwards while sending), an
-HTTP status refusing the opening handshake, a server frame that broke the protocol, a broken
-transport (refused, reset, end of stream), or a local timeout (connect, heartbeat, send). With
-how long the link had been open (``uptime``), that is all the decision looks at.
+HTTP status refusing the opening handshake, a server frame that broke the protocol, a server
+certificate that failed TLS verification, a broken transport (refused, reset, end of stream), or
+a local timeout (connect, heartbeat, send). With how long the link had been open (``uptime``),
+that is all the decision looks at.
 
 ``classify`` maps an end to a ``CloseAction`` through the one close-code table
 (``CLOSE_CODES`` in ``_protocol``) and the handshake-status rule below. ``decide`` adds what must
 be remembered between attempts (a ``Tally``) and returns a ``Decision``:
 
 * ``DONE``: end normally (close 1000);
-* ``FAIL``: give up and raise (final codes, auth refusals, protocol errors, attempts exhausted);
+* ``FAIL``: give up and raise (final codes, auth refusals, protocol errors, an untrusted
+  certificate, attempts exhausted): retrying cannot fix any of them;
 * ``REAUTH``: reconnect at once with a fresh token; only with a token provider and once per
   healthy link; this retry is not counted in ``max_attempts`` and waits for no backoff;
 * ``RECONNECT``: wait ``delay`` seconds, then try again.
@@ -36,12 +38,12 @@ from __future__ import annotations
 import enum
 import random
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any
 
 import attrs
 
 from .backoff import BackoffPolicy
-from .protocol import CLOSE_CODES, CloseAction, close_action
+from .protocol import CLOSE_CODES, HANDSHAKE_RETRY_STATUSES, CloseAction, close_action
 
 __all__ = [
     "HANDSHAKE_RETRY_STATUSES",
@@ -54,10 +56,6 @@ __all__ = [
     "decision_table",
 ]
 
-#: Handshake statuses that say "later" rather than "no": timeouts, overload, server errors.
-#: Every other refusal (401, 403, 404 …) fails: retrying cannot fix it.
-HANDSHAKE_RETRY_STATUSES: Final = frozenset({408, 425, 429} | set(range(500, 600)))
-
 
 class EndKind(enum.Enum):
     """What ended a connection attempt."""
@@ -68,7 +66,10 @@ class EndKind(enum.Enum):
     REJECTED = "rejected"
     #: A frame from the server broke protocol v1 (a bad ``welcome``, invalid JSON, a bad field).
     PROTOCOL_ERROR = "protocol-error"
-    #: The transport failed without a close frame: refused, reset, end of stream, TLS error.
+    #: The server's TLS certificate failed verification (untrusted issuer, wrong host name,
+    #: expired). Final: retrying cannot fix a certificate.
+    CERTIFICATE = "certificate"
+    #: The transport failed without a close frame: refused, reset, end of stream, another TLS error.
     BROKEN = "broken"
     #: A local deadline passed: connect timeout, heartbeat (dead link), or a send that hung.
     TIMEOUT = "timeout"
@@ -141,14 +142,15 @@ def classify(end: AttemptEnd, overrides: Mapping[int, CloseAction] | None = None
 
     Returns:
         The ``CloseAction`` from the close-code table (close frames), the handshake-status rule
-        (refusals), ``FAIL`` for protocol errors, ``RECONNECT`` for broken links and timeouts.
+        (refusals), ``FAIL`` for protocol errors and untrusted certificates, ``RECONNECT`` for
+        broken links and timeouts.
     """
     if end.kind is EndKind.CLOSED:
         assert end.code is not None
         return close_action(end.code, overrides)
     if end.kind is EndKind.REJECTED:
         return CloseAction.RECONNECT if end.status in HANDSHAKE_RETRY_STATUSES else CloseAction.FAIL
-    if end.kind is EndKind.PROTOCOL_ERROR:
+    if end.kind in (EndKind.PROTOCOL_ERROR, EndKind.CERTIFICATE):
         return CloseAction.FAIL
     return CloseAction.RECONNECT
 

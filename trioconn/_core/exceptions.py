@@ -7,6 +7,7 @@ the connection (with a code); *broken* means the network or the peer went away w
     TrioconnError
     ├── ConnectionClosed(code, reason)     a close frame ended the connection
     │   └── ConnectionBroken               no close frame: reset socket, dead link (code 1006)
+    │       └── UntrustedCertificate       the server's TLS certificate failed verification
     ├── HandshakeRejected(status, body)    the server answered the opening handshake with 4xx/5xx
     ├── ReconnectFailed(cause)             the client gave up: attempts exhausted or a final code
     ├── ProtocolError(code, message)       a frame broke protocol v1
@@ -31,6 +32,7 @@ __all__ = [
     "TooManyTopics",
     "TopicEnded",
     "TrioconnError",
+    "UntrustedCertificate",
 ]
 
 
@@ -58,6 +60,19 @@ class ConnectionBroken(ConnectionClosed):
 
     def __init__(self, reason: str = "") -> None:
         super().__init__(1006, reason)
+
+
+class UntrustedCertificate(ConnectionBroken):
+    """The server's TLS certificate failed verification: an issuer the client does not trust,
+    a name that does not match the host, an expired certificate.
+
+    Retrying cannot fix it, so the client fails at once (the TLS library's error is chained).
+    Trust a private CA with ``connect(..., ssl_context=...)``.
+    """
+
+    def __init__(self, reason: str = "") -> None:
+        super().__init__(reason)
+        self.args = ("the server's TLS certificate is not trusted" + (f": {reason}" if reason else ""),)
 
 
 class HandshakeRejected(TrioconnError):

@@ -28,6 +28,7 @@ from .exceptions import ProtocolError
 
 __all__ = [
     "CLOSE_CODES",
+    "HANDSHAKE_RETRY_STATUSES",
     "PROTOCOL_VERSION",
     "Batch",
     "ClientFrame",
@@ -56,6 +57,7 @@ __all__ = [
     "json_depth_exceeds",
     "parse_client_frame",
     "parse_server_frames",
+    "refusal_close_code",
     "validate_topic",
 ]
 
@@ -229,6 +231,37 @@ def close_action(code: int, overrides: Mapping[int, CloseAction] | None = None) 
     if 1000 <= code < 3000:
         return CloseAction.FAIL
     return CloseAction.RECONNECT
+
+
+#: Handshake statuses that say "later" rather than "no": timeouts, overload, server errors.
+#: Every other refusal (401, 403, 404 …) is final: retrying cannot fix it.
+HANDSHAKE_RETRY_STATUSES: Final = frozenset({408, 425, 429} | set(range(500, 600)))
+
+
+def refusal_close_code(status: int) -> int:
+    """The close code that carries a refused handshake's HTTP ``status`` to a browser.
+
+    A hub with ``refuse_with="close"`` accepts a handshake it refuses and closes it at once
+    with this code, because a browser shows every refused upgrade as 1006. The code is chosen
+    so that a client following ``CLOSE_CODES`` decides as it would on the status, except that
+    401 becomes 4401 (a fresh token is worth one try):
+
+    - 401 → 4401 (reauth), 403 → 4403 (fail);
+    - 503 (shutting down) → 1001, 500 (the ``authenticate`` hook raised) → 1011,
+      408, 425, 429 and every other 5xx → 1013 (all reconnect with backoff);
+    - any other status → 1008 (policy: fail).
+    """
+    if status == 401:
+        return 4401
+    if status == 403:
+        return 4403
+    if status == 503:
+        return 1001
+    if status == 500:
+        return 1011
+    if status in HANDSHAKE_RETRY_STATUSES:
+        return 1013
+    return 1008
 
 
 # --------------------------------------------------------------------------------------------

@@ -9,7 +9,9 @@ anyio, so it runs under asyncio (uvicorn, hypercorn) and trio (``hypercorn --wor
 
 - ``websocket.connect`` → ``HandshakeRequest`` → ``Hub.admit``. A refusal is sent as an HTTP
   response with its status when the server offers the ``websocket.http.response`` extension
-  (uvicorn, hypercorn do), else as a close before accepting (the server answers 403).
+  (uvicorn, hypercorn do), else as a close before accepting (the server answers 403). With
+  ``refuse_with="close"`` it is ``websocket.accept`` followed at once by ``websocket.close``
+  with the refusal's close code and reason, which a browser can see.
 - ``websocket.accept``, then ``Hub.serve_socket`` over an ``AsgiSocket``: the connection's tasks
   run in a task group inside the server's task for this connection and end with it.
 - The hub must be *running* — inside ``async with hub.running()``, which the app's lifespan opens
@@ -32,7 +34,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
 
-from .._server.config import HandshakeRequest
+from .._server.config import HandshakeRequest, RefuseWith
 from .._server.hub import BaseHub
 from .._server.socket import Closed, Refused, ServerSocket, SocketClosed
 
@@ -165,11 +167,11 @@ class HubApp:
                 request.remote,
             )
             hub._count("refused-503")
-            await _reject(scope, send, Refused(503, "the hub is not running"))
+            await _reject(scope, send, Refused(503, "the hub is not running"), hub.config.refuse_with)
             return
         admission = await hub.admit(request, closing=group.closing)
         if isinstance(admission, Refused):
-            await _reject(scope, send, admission)
+            await _reject(scope, send, admission, hub.config.refuse_with)
             return
         try:
             await send({"type": "websocket.accept"})
@@ -219,9 +221,17 @@ async def lifespan(hub: BaseHub) -> AsyncIterator[BaseHub]:
         yield hub
 
 
-async def _reject(scope: Scope, send: Send, refusal: Refused) -> None:
+async def _reject(scope: Scope, send: Send, refusal: Refused, refuse_with: RefuseWith) -> None:
     extensions = scope.get("extensions") or {}
-    if "websocket.http.response" in extensions:
+    if refuse_with == "close":
+        # A browser sees a close code, never the status of a refused upgrade.
+        try:
+            await send({"type": "websocket.accept"})
+            close = {"type": "websocket.close", "code": refusal.close_code, "reason": refusal.close_reason}
+            await send(close)
+        except OSError:  # uvicorn's ClientDisconnected: gone during the handshake
+            logger.debug("client went away before its refusal was sent")
+    elif "websocket.http.response" in extensions:
         body = refusal.reason.encode()
         await send(
             {
@@ -235,7 +245,7 @@ async def _reject(scope: Scope, send: Send, refusal: Refused) -> None:
         )
         await send({"type": "websocket.http.response.body", "body": body})
     else:
-        await send({"type": "websocket.close", "code": 1008, "reason": refusal.reason[:120]})
+        await send({"type": "websocket.close", "code": 1008, "reason": refusal.close_reason})
 
 
 async def _plain_response(

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable, Collection, Mapping
-from typing import Any, TypedDict
+from typing import Any, Literal, TypedDict, get_args
 
 import attrs
 
 from .._core.protocol import MAX_HEARTBEAT, MIN_HEARTBEAT
 
-__all__ = ["Authenticate", "Authorize", "HandshakeRequest", "HubConfig", "HubSettings"]
+__all__ = ["Authenticate", "Authorize", "HandshakeRequest", "HubConfig", "HubSettings", "RefuseWith"]
 
 
 def _origins(value: Collection[str] | None) -> frozenset[str] | None:
@@ -74,6 +74,20 @@ def _positive_int(name: str) -> Callable[[Any, Any, Any], None]:
     return check
 
 
+#: How a hub refuses a handshake: an HTTP status, or an accepted upgrade closed at once.
+RefuseWith = Literal["http", "close"]
+
+
+def _refuse_with(_instance: Any, _attribute: Any, value: Any) -> None:
+    if not isinstance(value, str):
+        raise TypeError(f"refuse_with must be a str, 'http' or 'close', not {type(value).__name__}")
+    if value not in get_args(RefuseWith):
+        raise ValueError(
+            f"refuse_with must be 'http' (refuse with an HTTP status) or 'close' (accept, then "
+            f"close with a code a browser can see), got {value!r}"
+        )
+
+
 def _optional_callable(name: str) -> Callable[[Any, Any, Any], None]:
     def check(_instance: Any, _attribute: Any, value: Any) -> None:
         if value is not None and not callable(value):
@@ -121,6 +135,11 @@ class HubConfig:
             Clients that send no ``Origin`` (non-browser clients) are not affected.
         authenticate: ``(HandshakeRequest) -> identity`` (sync or async). Returning None
             rejects with HTTP 401; raising ``HandshakeRejected(403)`` rejects with that status.
+        refuse_with: how a refused handshake (origin, ``authenticate``, shutting down) is
+            answered. ``"http"``: with its HTTP status. ``"close"``: the upgrade is accepted
+            and closed at once, before ``welcome``, with a close code (401 → 4401, 403 → 4403,
+            503 → 1001, 500 → 1011, other retryable statuses → 1013, others → 1008) and the
+            reason; browsers show every refused upgrade as 1006, but they see a close code.
         authorize: ``(identity, topic, action) -> bool`` (sync or async), action being
             ``"subscribe"`` or ``"publish"``. Without it, subscribing is allowed and client
             publishing is refused.
@@ -152,6 +171,7 @@ class HubConfig:
         default=None, validator=_optional_callable("authenticate")
     )
     authorize: Authorize | None = attrs.field(default=None, validator=_optional_callable("authorize"))
+    refuse_with: RefuseWith = attrs.field(default="http", validator=_refuse_with)
 
     def __attrs_post_init__(self) -> None:
         for name in ("heartbeat_interval", "heartbeat_timeout"):
@@ -200,3 +220,4 @@ class HubSettings(TypedDict, total=False):
     allowed_origins: Collection[str] | None
     authenticate: Authenticate | None
     authorize: Authorize | None
+    refuse_with: RefuseWith

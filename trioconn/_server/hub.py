@@ -137,7 +137,9 @@ class BaseHub:
         Applies the hub's policy in order: shutting down (503, also when ``closing`` says the
         front end's own serving call is ending), ``allowed_origins`` (403), ``authenticate``
         (401 / its ``HandshakeRejected`` status / 500 if it raised). Refusals are counted in
-        ``statistics().disconnects`` as ``refused-<status>`` and logged.
+        ``statistics().disconnects`` as ``refused-<status>`` and logged. The front end answers a
+        refusal as ``config.refuse_with`` says: with its HTTP status, or (``"close"``) by
+        accepting and closing at once with ``Refused.close_code``.
         """
         refusal: tuple[int, str] | None = None
         identity = None

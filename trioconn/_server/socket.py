@@ -28,6 +28,7 @@ from typing import Any, TypeAlias
 import attrs
 
 from .._core.exceptions import TrioconnError
+from .._core.protocol import refusal_close_code
 
 __all__ = ["Accepted", "Admission", "Closed", "Refused", "ServerSocket", "SocketClosed"]
 
@@ -118,10 +119,24 @@ class Accepted:
 
 @attrs.frozen
 class Refused:
-    """``Hub.admit``'s answer for a request to refuse with HTTP ``status`` and ``reason`` as the body."""
+    """``Hub.admit``'s answer for a request to refuse with HTTP ``status`` and ``reason`` as the body.
+
+    A hub with ``refuse_with="close"`` carries the refusal in a close frame instead:
+    ``close_code`` and ``close_reason`` (front ends accept the upgrade and close at once).
+    """
 
     status: int
     reason: str
+
+    @property
+    def close_code(self) -> int:
+        """The close code for this refusal (``refusal_close_code``: 401 → 4401, 403 → 4403 …)."""
+        return refusal_close_code(self.status)
+
+    @property
+    def close_reason(self) -> str:
+        """``reason``, cut to the 123 bytes of UTF-8 a close frame can carry."""
+        return self.reason.encode()[:123].decode("utf-8", "ignore")
 
 
 #: What ``Hub.admit`` decides about an upgrade request.

@@ -24,7 +24,7 @@ export declare function closeAction(code: number, overrides?: CloseCodeOverrides
 
 /** How one connection attempt ended (the input of `decide`). */
 export interface AttemptEnd {
-  kind: "closed" | "protocol-error" | "broken" | "timeout";
+  kind: "closed" | "protocol-error" | "certificate" | "broken" | "timeout";
   /** The close code; given exactly when `kind` is "closed". */
   code?: number;
   reason?: string;

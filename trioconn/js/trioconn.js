@@ -43,7 +43,7 @@
 /** @typedef {"done" | "fail" | "reauth" | "reconnect"} CloseActionName */
 /** @typedef {"connecting" | "open" | "reconnecting" | "closed"} ClientStateName */
 /**
- * @typedef {{kind: "closed" | "protocol-error" | "broken" | "timeout", code?: number, reason?: string,
+ * @typedef {{kind: "closed" | "protocol-error" | "certificate" | "broken" | "timeout", code?: number, reason?: string,
  *   uptime?: number | null}} AttemptEnd
  */
 /** @typedef {{attempts: number, failures: number, reauthUsed: boolean}} Tally */
@@ -79,7 +79,9 @@ const MAX_TIMER = 2 ** 31 - 1; // setTimeout's largest delay; longer waits re-ar
 const HISTORY = 64; // state changes a slow stateChanges() reader may fall behind
 const OPEN = 1; // WebSocket.OPEN
 const ACTIONS = ["done", "fail", "reauth", "reconnect"];
-const END_KINDS = ["closed", "protocol-error", "broken", "timeout"];
+// "certificate" (an untrusted server certificate: final) is never seen by a page, whose browser
+// reports it as 1006; it is here so that decide() takes every decision the Python client takes.
+const END_KINDS = ["closed", "protocol-error", "certificate", "broken", "timeout"];
 
 // ------------------------------------------------------------------------------------------------
 // Errors
@@ -457,7 +459,7 @@ export function decide(end, tally, options) {
   if (end.uptime != null && end.uptime >= minUptime) tally = { attempts: 0, failures: 0, reauthUsed: false };
   /** @type {CloseActionName} */
   let action = end.kind === "closed" ? closeAction(/** @type {number} */ (end.code), overrides) : "reconnect";
-  if (end.kind === "protocol-error") action = "fail";
+  if (end.kind === "protocol-error" || end.kind === "certificate") action = "fail";
   if (action === "reauth") {
     if (hasTokenProvider && !tally.reauthUsed) {
       return { action, delay: 0, tally: { ...tally, reauthUsed: true }, exhausted: false };

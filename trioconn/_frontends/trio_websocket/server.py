@@ -4,10 +4,11 @@ Theory of operation
 -------------------
 ``Hub.serve`` accepts sockets itself (``listener.py``: counted from accept, limited before the
 handshake, bad requests answered there) and hands each valid upgrade request to
-``_handle_request``: the hub core decides on it (``admit``), and an accepted connection runs as
-``serve_socket`` over a ``TrioWebSocketSocket`` (``socket.py``, with the direct write path of
-``writer.py``), inside the serving task, so cancelling ``serve`` ends every connection (each sends
-1001 on its way out). A ``serve`` call that is shutting down refuses the handshakes that complete
+``_handle_request``: the hub core decides on it (``admit``; a refusal is answered with its HTTP
+status, or with ``refuse_with="close"`` accepted and closed at once), and an accepted connection
+runs as ``serve_socket`` over a ``TrioWebSocketSocket`` (``socket.py``, with the direct write path
+of ``writer.py``), inside the serving task, so cancelling ``serve`` ends every connection (each
+sends 1001 on its way out). A ``serve`` call that is shutting down refuses the handshakes that complete
 meanwhile (503), so its shutdown waits only for the connections it had.
 
 This is the only part of the server that imports trio-websocket; it runs under trio only.
@@ -187,7 +188,12 @@ class Hub(BaseHub):
             admission = await self.admit(handshake_request(request), closing=group.closing)
             if isinstance(admission, Refused):
                 with trio.move_on_after(CLOSE_TIMEOUT):
-                    await request.reject(admission.status, body=admission.reason.encode())
+                    if self.config.refuse_with == "close":
+                        # A browser sees a close code, never the status of a refused upgrade.
+                        ws = await request.accept()
+                        await ws.aclose(admission.close_code, admission.close_reason)
+                    else:
+                        await request.reject(admission.status, body=admission.reason.encode())
                 return
             ws = await request.accept()
             await self.serve_socket(TrioWebSocketSocket(ws, remote(ws)), admission.identity, groups=(group,))
