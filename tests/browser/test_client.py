@@ -249,3 +249,10 @@ def test_an_https_page_connects_to_a_relative_url_over_wss(page, start_server, t
         "GET", "/control/plain/stats", context=ssl.create_default_context(cafile=tls["cafile"])
     )
     assert stats["connections"] == 1, stats
+    # A ws: URL from an https page is mixed content: the browser refuses it at once (no DNS, no
+    # socket), and the client fails. (Loopback addresses are exempt, hence another host.)
+    new_client(page, "ws://trioconn.invalid/ws", name="insecure")
+    wait_state(page, "closed", name="insecure")
+    failure = page.evaluate("window.insecureEnded")
+    assert failure["name"] == "ReconnectFailed", failure
+    assert "cannot open a WebSocket" in failure["message"], failure
