@@ -249,6 +249,8 @@ async def test_server_restart_with_new_epoch_delivers_a_reset_item_with_the_snap
             async with client.subscribe("job") as sub:
                 first = await sub.__anext__()
                 assert first == SnapshotItem("job", "epoch-1", 1, {"progress": 10})
+                # one name for a state topic's value on both items; `value` is the older name
+                assert first.data == first.value == {"progress": 10}
                 hub.set_state("job", {"progress": 20})
                 assert (await sub.__anext__()) == EventItem("job", "epoch-1", 2, {"progress": 20})
                 hub.close_all(1012)

@@ -21,77 +21,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any, Self, TypeAlias
+from typing import Self
 
-import attrs
 import trio
 
+from .._core.items import EventItem, ResetItem, SnapshotItem, SubscriptionItem
 from .._core.protocol import Event, Reset, Subscribe, Subscribed, validate_topic
 
 __all__ = ["EventItem", "ResetItem", "SnapshotItem", "Subscription", "SubscriptionItem"]
-
-
-@attrs.frozen
-class EventItem:
-    """One write to the topic.
-
-    Attributes:
-        topic: the topic name.
-        epoch: the topic lifetime the offset belongs to.
-        offset: position of the write (increases by one per write within an epoch; a state
-            topic may skip offsets when only the latest value matters).
-        data: the published JSON value.
-    """
-
-    topic: str
-    epoch: str
-    offset: int
-    data: Any
-
-
-@attrs.frozen
-class SnapshotItem:
-    """The current value of a state topic, delivered when the subscription starts.
-
-    Also delivered after a resume when the server caught the state up with its snapshot
-    instead of replaying every write.
-    """
-
-    topic: str
-    epoch: str
-    offset: int
-    value: Any
-
-
-@attrs.frozen
-class ResetItem:
-    """The resume point was lost (the server restarted or history no longer reaches back).
-
-    Events between ``previous_offset`` and ``offset`` are not available. The subscription
-    continues live from ``offset``; for a state topic ``snapshot`` is the current value.
-
-    Attributes:
-        topic: the topic name.
-        epoch: the new epoch.
-        offset: the topic's current offset; the next event has a larger one.
-        previous_epoch: the epoch of the last item before the reset.
-        previous_offset: the offset of the last item before the reset.
-        kind: ``"stream"``, ``"state"``, or None if nothing has been written yet.
-        snapshot: the current value of a state topic (see ``has_snapshot``).
-        has_snapshot: whether ``snapshot`` carries a value.
-    """
-
-    topic: str
-    epoch: str
-    offset: int
-    previous_epoch: str | None
-    previous_offset: int | None
-    kind: str | None = None
-    snapshot: Any = None
-    has_snapshot: bool = False
-
-
-SubscriptionItem: TypeAlias = EventItem | SnapshotItem | ResetItem
 
 
 class Subscription:

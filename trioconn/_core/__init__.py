@@ -3,6 +3,7 @@
 - ``protocol``: the wire format (frames, close codes, validation, encoding);
 - ``decision``: what a client does after an attempt ended, as a pure function;
 - ``backoff``: reconnect delays;
+- ``items``: what a subscription yields (client and hub alike);
 - ``exceptions``: the one exception hierarchy;
 - ``ratelog``: a log line for a recurring condition, at most once per period.
 """
