@@ -195,9 +195,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     jwt.add_argument("--jwt-topics-claim", dest=_dest("jwt.topics_claim"), help="default topics")
     jwt.add_argument("--jwt-publish-claim", dest=_dest("jwt.publish_claim"), help="default publish")
     for action in parser._actions:
-        if action.dest.startswith("setting:") and action.metavar is None and action.choices is None:
-            if action.nargs != 0:
-                action.metavar = action.dest.rsplit(".", 1)[-1].removeprefix("setting:").upper()
+        unnamed = action.metavar is None and action.choices is None and action.nargs != 0
+        if action.dest.startswith("setting:") and unnamed:
+            action.metavar = action.dest.rsplit(".", 1)[-1].removeprefix("setting:").upper()
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:

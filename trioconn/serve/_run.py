@@ -22,6 +22,7 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
 
+from .._server.groups import _single
 from ._app import ServerApp
 
 __all__ = ["hypercorn_config", "run"]
@@ -62,6 +63,20 @@ async def run(
     Raises:
         OSError: the address cannot be listened on.
     """
+    try:
+        return await _run(app, signals, task_status)
+    except BaseExceptionGroup as group:
+        # hypercorn nests nurseries: a busy port arrives three groups deep. One exception is
+        # raised as itself (``OSError``); several really happened together and stay a group.
+        single: BaseException = group
+        while isinstance(single, BaseExceptionGroup) and (inner := _single(single)) is not None:
+            single = inner
+        if single is group:
+            raise
+        raise single from None
+
+
+async def _run(app: ServerApp, signals: Sequence[int], task_status: trio.TaskStatus[int]) -> bool:
     config = hypercorn_config(app)
     graceful = True
     async with trio.open_nursery() as nursery:
