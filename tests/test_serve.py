@@ -33,7 +33,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 import trioconn
 from trioconn import cli
 
-from ._serve import Serve, docs_block, eventually, metric, request, serve_args
+from ._procs import Process
+from ._serve import Serve, command, docs_block, eventually, metric, request, serve_args
 
 KEY = "test-api-key-0123456789"
 
@@ -436,9 +437,8 @@ async def test_an_expired_token_is_refused_to_the_trioconn_client_too(servers):
         return expired
 
     with pytest.raises(trioconn.TrioconnError) as failed, trio.fail_after(20):
-        async with trioconn.connect(server.ws, token_provider=provider) as client:
-            async with client.subscribe("x") as sub:
-                await sub.__anext__()
+        async with trioconn.connect(server.ws, token_provider=provider) as client, client.subscribe("x") as sub:
+            await sub.__anext__()
     error = failed.value
     rejected = error.cause if isinstance(error, trioconn.ReconnectFailed) else error
     assert isinstance(rejected, trioconn.HandshakeRejected), repr(error)
@@ -585,9 +585,6 @@ def test_invalid_config_files_exit_2_naming_the_key(tmp_path, capsys):
 
 
 def test_the_process_exits_2_and_1_as_documented(servers, tmp_path):
-    from ._serve import command
-    from ._procs import Process
-
     bad = Process(command("serve", "--max-topics", "-1"), name="bad")
     assert bad.wait() == 2
     assert any("--max-topics" in line for line in bad.err), bad.report()
