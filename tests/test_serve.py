@@ -437,7 +437,10 @@ async def test_an_expired_token_is_refused_to_the_trioconn_client_too(servers):
         return expired
 
     with pytest.raises(trioconn.TrioconnError) as failed, trio.fail_after(20):
-        async with trioconn.connect(server.ws, token_provider=provider) as client, client.subscribe("x") as sub:
+        async with (
+            trioconn.connect(server.ws, token_provider=provider) as client,
+            client.subscribe("x") as sub,
+        ):
             await sub.__anext__()
     error = failed.value
     rejected = error.cause if isinstance(error, trioconn.ReconnectFailed) else error
