@@ -639,3 +639,36 @@ def test_sigterm_sends_queued_events_then_1001_and_exits_0(servers):
     assert server.wait(20) == 0
     assert any(re.search(r"SIGTERM received: shutting down", line) for line in server.err), server.report()
     assert any("stopped" in line for line in server.err)
+
+
+def test_a_hub_that_cannot_take_a_new_topic_answers_503_too_many_topics(servers):
+    server = servers("--port", "0", "--api-key", KEY, "--max-topics", "1")
+    assert server.call("POST", "/api/state", {"topic": "kept", "value": 1}, token=KEY)[0] == 200
+    status, error = server.call("POST", "/api/publish", {"topic": "new", "data": 1}, token=KEY)
+    assert (status, error["error"]) == (503, "too-many-topics"), error
+
+
+def test_while_draining_health_says_stopping_and_writes_get_503_shutting_down(servers):
+    # A client that stops reading keeps its connection draining until drain_timeout: the window
+    # in which the server is stopping but still answers HTTP.
+    server = servers(
+        "--port", "0", "--api-key", KEY, "--outbox-bytes", str(64 << 20), "--outbox-size", "100000",
+        "--send-timeout", "60",
+        "--drain-timeout", "5", "--shutdown-timeout", "20",
+    )  # fmt: skip
+    stuck = WsClient(server.ws, max_queue=1, close_timeout=0.5)
+    try:
+        assert stuck.subscribe("flood")["type"] == "subscribed"
+        chunk = {"events": [{"topic": "flood", "data": "x" * 1000} for _ in range(900)]}
+        for _ in range(24):  # ~21 MB: more than the socket buffers between us hold
+            assert server.call("POST", "/api/publish", chunk, token=KEY)[0] == 200
+        eventually(lambda: metric(server.metrics(), "trioconn_outbox_bytes") > 1 << 20)
+        server.signal(signal.SIGTERM)
+        status, body = eventually(lambda: (r := server.call("GET", "/health"))[0] == 503 and r)
+        assert body["status"] == "stopping", body
+        status, error = server.call("POST", "/api/publish", {"topic": "flood", "data": 1}, token=KEY)
+        assert (status, error["error"]) == (503, "shutting-down"), error
+        assert server.popen.poll() is None  # still draining
+    finally:
+        stuck.close()
+    assert server.wait(30) == 0
