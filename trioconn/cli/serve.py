@@ -64,7 +64,7 @@ def _hub_help() -> dict[str, str]:
             found[name] = text
         elif name is not None and line.startswith(" " * 12):
             found[name] += " " + line.strip()
-    return {key: value.replace("%", "%%") for key, value in found.items()}
+    return {key: value.replace("``", "").replace("%", "%%") for key, value in found.items()}
 
 
 def _dest(name: str) -> str:

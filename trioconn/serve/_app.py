@@ -356,7 +356,8 @@ async def _call(write: Awaitable[int], **context: Any) -> int:
     except TypeError as exc:  # data nested too deep to be stored
         raise ApiError("invalid-body", f"field 'data' {exc}", **context) from None
     except ValueError as exc:  # the topic name was checked: a write of the other kind
-        raise ApiError("wrong-kind", str(exc), **context) from None
+        hint = "POST /api/publish writes stream topics, POST /api/state state topics"
+        raise ApiError("wrong-kind", f"{exc} ({hint})", **context) from None
 
 
 def _events(body: Mapping[str, Any]) -> list[tuple[str, Any]]:

@@ -48,10 +48,14 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 SECRET_ALGORITHMS = ("HS256", "HS384", "HS512")
 KEY_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
 
-#: ``HubConfig`` fields a config file or a flag may set: all but the hooks, which ``serve`` fills
-#: in itself (JWT verification) and which no file can hold.
+#: ``HubConfig`` fields that a config file or a flag may not set: the hooks, which ``serve`` fills
+#: in itself (JWT verification) and which no file can hold, and the limits on sockets that only
+#: ``Hub.serve``'s own server applies (under ``trioconn serve`` hypercorn owns the sockets).
+NOT_SETTINGS = ("authenticate", "authorize", "handshake_timeout", "max_handshakes", "max_sockets")
+
+#: ``HubConfig`` fields a config file or a flag may set.
 HUB_SETTINGS: tuple[str, ...] = tuple(
-    field.name for field in attrs.fields(HubConfig) if field.name not in ("authenticate", "authorize")
+    field.name for field in attrs.fields(HubConfig) if field.name not in NOT_SETTINGS
 )
 
 
@@ -199,6 +203,12 @@ def settings_names() -> list[str]:
     return [f"{section}.{key}" if section else key for section, keys in _SECTIONS.items() for key in keys]
 
 
+def _unknown_hub_key(key: str) -> str:
+    if key in NOT_SETTINGS:
+        return f" ({key} applies to Hub.serve's own server only; trioconn serve runs under hypercorn)"
+    return ""
+
+
 def read_file(path: Path) -> dict[str, Value]:
     """The settings of a TOML file, as dotted names; unknown keys and sections are errors."""
     try:
@@ -213,8 +223,9 @@ def read_file(path: Path) -> dict[str, Value]:
         if isinstance(value, dict) and key in _SECTIONS and key != "":
             for inner, item in value.items():
                 if inner not in _SECTIONS[key]:
+                    hint = _unknown_hub_key(inner) if key == "hub" else ""
                     raise InvalidSettings(
-                        f"{path}: unknown key {inner!r} in [{key}] (known: {', '.join(_SECTIONS[key])})"
+                        f"{path}: unknown key {inner!r} in [{key}]{hint} (known: {', '.join(_SECTIONS[key])})"
                     )
                 found[f"{key}.{inner}"] = Value(item, f"{path}: [{key}] {inner}")
         elif key in _SECTIONS[""]:
