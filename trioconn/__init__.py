@@ -28,7 +28,9 @@ from ._core.exceptions import ConnectionClosed as ConnectionClosed
 from ._core.exceptions import HandshakeRejected as HandshakeRejected
 from ._core.exceptions import HubStopped as HubStopped
 from ._core.exceptions import ProtocolError as ProtocolError
+from ._core.exceptions import PublicationsLost as PublicationsLost
 from ._core.exceptions import ReconnectFailed as ReconnectFailed
+from ._core.exceptions import RequestRefused as RequestRefused
 from ._core.exceptions import ServerError as ServerError
 from ._core.exceptions import TooManyTopics as TooManyTopics
 from ._core.exceptions import TopicEnded as TopicEnded
@@ -80,8 +82,10 @@ __all__ = [
     "HubThreadHandle",
     "MemoryBroker",
     "ProtocolError",
+    "PublicationsLost",
     "ReconnectFailed",
     "Refused",
+    "RequestRefused",
     "ResetItem",
     "ServerError",
     "ServerSocket",
