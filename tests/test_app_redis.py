@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import trio
 
 from trioconn import EventItem, ResetItem, SnapshotItem
@@ -86,3 +87,15 @@ async def test_a_publication_reaches_the_reader_of_the_process_whose_client_sent
             first_on_b = await on_b.__anext__()
         assert (first_on_b.data, first_on_b.offset) == ("from b", 2)  # B never got A's
         assert not on_a._queue  # nor A B's
+
+
+async def test_following_needs_the_broker_running(redis_server):  # noqa: F811
+    from trioconn import BrokerUnavailable, Hub
+    from trioconn.redis import RedisBroker
+
+    hub = Hub(broker=RedisBroker(redis_server.url))
+    with pytest.raises(BrokerUnavailable, match="not running"):
+        async with hub.subscribe("t"):
+            pass
+    async with hub.running(), hub.subscribe("t") as sub:
+        assert (await sub.ready()).offset == 0

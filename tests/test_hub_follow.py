@@ -46,6 +46,7 @@ async def test_a_topic_nobody_wrote_is_ready_with_kind_none_and_waits():
         ready = await sub.ready()
         assert (ready.offset, ready.kind) == (0, None)
         assert hub.statistics().topics["empty"].subscribers == 1
+        assert hub.presence("empty") == () and hub.statistics().topics["empty"].members == 0  # not a client
         with trio.move_on_after(0.01) as scope:
             await sub.__anext__()
         assert scope.cancelled_caught  # nothing yet

@@ -14,6 +14,7 @@ import anyio
 import pytest
 import trio
 import trio.testing
+import trio_websocket
 from websockets.trio.client import connect as ws_connect
 
 import trioconn
@@ -271,4 +272,27 @@ async def test_an_independent_client_over_loopback_sees_members_joins_and_leaves
                     assert names == ["ann", "bob"]
                     assert (await frame_of(ann, "join"))["session"] == bob_session
                 assert (await frame_of(ann, "leave"))["session"] == bob_session
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_subscriber_that_does_not_read_its_presence_frames_is_a_slow_consumer(autojump_clock):
+    hub = Hub(authenticate=by_token, authorize=with_presence, outbox_size=3, send_timeout=1000)
+    async with trio.open_nursery() as nursery:
+        # ann on a lockstep stream (no buffer): once she stops reading, the hub's sends block
+        client_stream, server_stream = trio.testing.lockstep_stream_pair()
+        nursery.start_soon(hub.serve_stream, server_stream)
+        ann = RawClient(
+            await trio_websocket.wrap_client_stream(nursery, client_stream, "localhost", "/?token=ann")
+        )
+        await ann.recv_type("welcome")
+        await subscribed(ann, "room")  # then she reads nothing more
+        async with memory_client(hub, "/?token=quiet-bob") as bob:  # bob gets no presence himself
+            await bob.recv_type("welcome")
+            for _ in range(10):  # 20 presence frames for ann, 3 fit
+                await subscribed(bob, "room")
+                await bob.send({"type": "unsubscribe", "topic": "room"})
+                await bob.recv_type("unsubscribed")
+            await settle()
+            assert hub.statistics().disconnects.get("slow-consumer") == 1
+            assert hub.presence("room") == ()  # ann left with her connection
         nursery.cancel_scope.cancel()
