@@ -415,13 +415,7 @@ class ServerConnection:
             else:
                 self._refuse(frame, ErrorCode.NOT_SUBSCRIBED, "not subscribed to this topic")
             return
-        action = (
-            "subscribe"
-            if isinstance(frame, Subscribe)
-            else "publish"
-            if isinstance(frame, Publish)
-            else "request"
-        )
+        action = _ACTIONS[type(frame)]
         allowed = await self._authorized(frame.topic, action)
         if allowed is None:
             self._refuse(frame, ErrorCode.FORBIDDEN, f"{action} not allowed on this topic")
@@ -605,6 +599,8 @@ _PROTOCOL_FAILURES = {1002: "protocol-error", 1007: "invalid-utf8"}
 
 
 _ALLOWED = Allow()
+#: what ``authorize`` is asked about, per client frame
+_ACTIONS: dict[type, str] = {Subscribe: "subscribe", Publish: "publish", Request: "request"}
 
 
 def _message(frames: list[str]) -> str:
