@@ -1,4 +1,6 @@
-"""Hub methods called from the wrong thread get a ``TrioconnError`` that names ``hub.from_thread()``."""
+"""Hub methods called from the wrong thread get a ``TrioconnError`` that names ``hub.from_thread()``;
+a connection interrupted while closing (trio raises a KeyboardInterrupt in whatever task runs) is
+still forgotten, so the hub can shut down."""
 
 from __future__ import annotations
 
@@ -8,7 +10,9 @@ import anyio
 import anyio.to_thread
 import pytest
 import trio
+import trio.lowlevel
 
+import trioconn
 from trioconn import Hub, TrioconnError
 
 
@@ -106,3 +110,37 @@ def test_a_worker_thread_is_refused_on_both_backends(backend):
         assert await anyio.to_thread.run_sync(handle.set_state, "job", 2) == 2
 
     anyio.run(body, backend=backend)
+
+
+class _Interrupt(BaseException):
+    """Stands for a KeyboardInterrupt that trio raised in a connection's task."""
+
+
+class _InterruptedSocket(trioconn.ServerSocket):
+    """A client that leaves at once, and whose close is interrupted."""
+
+    remote = "test"
+
+    @property
+    def closed(self) -> trioconn.Closed | None:
+        return trioconn.Closed(1000, "")
+
+    async def receive(self) -> str:
+        await trio.lowlevel.checkpoint()
+        raise trioconn.SocketClosed("gone")
+
+    async def send(self, message: str) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def close(self, code: int, reason: str, *, abort: bool = False) -> None:
+        await trio.lowlevel.checkpoint()
+        raise _Interrupt
+
+
+async def test_a_connection_interrupted_while_closing_is_still_forgotten_so_shutdown_ends():
+    hub = Hub()
+    with pytest.raises(_Interrupt):
+        await hub.serve_socket(_InterruptedSocket(), None)
+    assert hub.statistics().connections == 0
+    with trio.fail_after(5):
+        await hub.aclose()  # it waits for every connection it knows

@@ -325,23 +325,27 @@ class ServerConnection:
             logger.exception("connection %s failed", self.session)
             self.close(1011, "internal error", "internal-error", drain=False)
         finally:
-            if self.close_code is None:  # cancelled from outside: the hub is going away
-                self.close(1001, "server shutting down", "shutdown", drain=False)
-            self._services.closing(self)
-            with anyio.CancelScope(shield=True, deadline=anyio.current_time() + CLOSE_TIMEOUT):
-                # A send cancelled half-way, or bytes the transport never took: no close frame
-                # can follow them on this stream.
-                abort = self._send_broken or self._socket.pending > 0
-                await self._socket.close(self.close_code or 1001, self.close_reason, abort=abort)
-            logger.info(
-                "connection %s closed: %s (code %s%s) after %.1fs",
-                self.session,
-                self.cause,
-                self.close_code,
-                f", {self.close_reason}" if self.close_reason else "",
-                anyio.current_time() - self.opened_at,
-            )
-            self._services.finished(self)
+            # Whatever interrupts this (a KeyboardInterrupt can land in any task), the hub must
+            # hear that the connection finished: its shutdown waits for every connection.
+            try:
+                if self.close_code is None:  # cancelled from outside: the hub is going away
+                    self.close(1001, "server shutting down", "shutdown", drain=False)
+                self._services.closing(self)
+                with anyio.CancelScope(shield=True, deadline=anyio.current_time() + CLOSE_TIMEOUT):
+                    # A send cancelled half-way, or bytes the transport never took: no close
+                    # frame can follow them on this stream.
+                    abort = self._send_broken or self._socket.pending > 0
+                    await self._socket.close(self.close_code or 1001, self.close_reason, abort=abort)
+                logger.info(
+                    "connection %s closed: %s (code %s%s) after %.1fs",
+                    self.session,
+                    self.cause,
+                    self.close_code,
+                    f", {self.close_reason}" if self.close_reason else "",
+                    anyio.current_time() - self.opened_at,
+                )
+            finally:
+                self._services.finished(self)
 
     async def _receiver(self) -> None:
         timeout = self._config.heartbeat_timeout
