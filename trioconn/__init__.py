@@ -28,7 +28,9 @@ from ._core.exceptions import ConnectionClosed as ConnectionClosed
 from ._core.exceptions import HandshakeRejected as HandshakeRejected
 from ._core.exceptions import HubStopped as HubStopped
 from ._core.exceptions import ProtocolError as ProtocolError
+from ._core.exceptions import PublicationsLost as PublicationsLost
 from ._core.exceptions import ReconnectFailed as ReconnectFailed
+from ._core.exceptions import RequestRefused as RequestRefused
 from ._core.exceptions import ServerError as ServerError
 from ._core.exceptions import TooManyTopics as TooManyTopics
 from ._core.exceptions import TopicEnded as TopicEnded
@@ -41,10 +43,19 @@ from ._core.protocol import CloseCodeInfo as CloseCodeInfo
 from ._frontends.trio_websocket import Hub as Hub
 from ._server.broker import Broker as Broker
 from ._server.broker import MemoryBroker as MemoryBroker
+from ._server.config import Allow as Allow
 from ._server.config import HandshakeRequest as HandshakeRequest
 from ._server.config import HubConfig as HubConfig
 from ._server.connection import ConnectionStatistics as ConnectionStatistics
+from ._server.follow import HubSubscription as HubSubscription
 from ._server.hub import HubStatistics as HubStatistics
+from ._server.presence import Joined as Joined
+from ._server.presence import Left as Left
+from ._server.presence import Member as Member
+from ._server.presence import PresenceChanges as PresenceChanges
+from ._server.publications import Publication as Publication
+from ._server.publications import Publications as Publications
+from ._server.requests import Request as Request
 from ._server.socket import Accepted as Accepted
 from ._server.socket import Closed as Closed
 from ._server.socket import Refused as Refused
@@ -57,6 +68,7 @@ __all__ = [
     "CLOSE_CODES",
     "PROTOCOL_VERSION",
     "Accepted",
+    "Allow",
     "Backoff",
     "BackoffPolicy",
     "Broker",
@@ -77,11 +89,21 @@ __all__ = [
     "HubConfig",
     "HubStatistics",
     "HubStopped",
+    "HubSubscription",
     "HubThreadHandle",
+    "Joined",
+    "Left",
+    "Member",
     "MemoryBroker",
+    "PresenceChanges",
     "ProtocolError",
+    "Publication",
+    "Publications",
+    "PublicationsLost",
     "ReconnectFailed",
     "Refused",
+    "Request",
+    "RequestRefused",
     "ResetItem",
     "ServerError",
     "ServerSocket",
