@@ -10,9 +10,13 @@ from ._client import Client as Client
 from ._client import ClientState as ClientState
 from ._client import ClientStatistics as ClientStatistics
 from ._client import EventItem as EventItem
+from ._client import JoinItem as JoinItem
+from ._client import LeaveItem as LeaveItem
+from ._client import PresenceItem as PresenceItem
 from ._client import ResetItem as ResetItem
 from ._client import SnapshotItem as SnapshotItem
 from ._client import StateChange as StateChange
+from ._client import Subscribed as Subscribed
 from ._client import Subscription as Subscription
 from ._client import SubscriptionItem as SubscriptionItem
 from ._client import Transport as Transport
@@ -78,7 +82,10 @@ __all__ = [
     "HubStatistics",
     "HubStopped",
     "HubThreadHandle",
+    "JoinItem",
+    "LeaveItem",
     "MemoryBroker",
+    "PresenceItem",
     "ProtocolError",
     "ReconnectFailed",
     "Refused",
@@ -88,6 +95,7 @@ __all__ = [
     "SnapshotItem",
     "SocketClosed",
     "StateChange",
+    "Subscribed",
     "Subscription",
     "SubscriptionItem",
     "TooManyTopics",

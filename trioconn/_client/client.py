@@ -73,7 +73,7 @@ from .._core.protocol import (
 from .errors import redact, reraise, translate, unwrap_nursery_group
 from .link import Link, LinkClosing, Pending, RateLimitedLog
 from .state import ClientState, ClientStatistics, Counters, StateChange, StateLog
-from .subscription import Subscription
+from .subscription import Feed, Subscription
 from .transport import Headers, Transport, tcp_transport
 
 __all__ = ["CLOSE_TIMEOUT", "Client", "connect"]
@@ -222,7 +222,8 @@ class Client:
 
         self._log = StateLog()
         self._counters = Counters()
-        self._subs: dict[str, Subscription] = {}
+        #: one feed (wire subscription) per topic, shared by the local subscriptions.
+        self._subs: dict[str, Feed] = {}
         self._link: Link | None = None
         self._refs = itertools.count(1)
         self._logs = RateLimitedLog(logger, trio.current_time)
@@ -263,7 +264,7 @@ class Client:
             last_rtt=c.last_rtt,
             events_received=c.events_received,
             resets=c.resets,
-            subscriptions=len(self._subs),
+            subscriptions=sum(len(feed.locals) for feed in self._subs.values()),
             next_attempt_at=self._next_attempt_at(),
             paused=self._paused,
         )
@@ -299,8 +300,9 @@ class Client:
         return ConnectionClosed(final.code or 1000, final.reason)
 
     def _close_subscriptions(self, error: BaseException | None) -> None:
-        for sub in self._subs.values():
-            sub._finish(error)
+        ready_error = error or self._closed_error()
+        for feed in self._subs.values():
+            feed.finish(error, ready_error)
         self._subs.clear()
 
     # ---------------------------------------------------------------------------- controls
@@ -350,45 +352,63 @@ class Client:
 
     # ---------------------------------------------------------------------------- requests
 
-    def subscribe(self, topic: str, *, last: int | None = None, buffer_size: int = 256) -> Subscription:
+    def subscribe(
+        self, topic: str, *, last: int | None = None, buffer_size: int = 256, presence: bool = False
+    ) -> Subscription:
         """Subscribe to ``topic``; use the result with ``async with`` and ``async for``.
 
         The subscription lives across reconnects: after each one it is resumed from the last
         item delivered, so each event is seen exactly once, in order, or a ``ResetItem`` says
         that some could not be recovered.
 
+        Several subscriptions to one topic on one client share one subscription on the wire;
+        each has its own buffer. One made while another of the topic is open starts where
+        that one is now: a state topic's current value first, or up to ``last`` recent events
+        kept by the client (see ``docs/client.md``, "Several subscriptions to one topic").
+
         Args:
             topic: the topic name.
-            last: on the first subscribe, replay up to this many recent events from history.
+            last: replay up to this many recent events when the subscription starts.
             buffer_size: items queued for this subscription before the client stops reading
                 from the server (backpressure; the server's slow-consumer policy applies).
+            presence: also yield ``JoinItem`` and ``LeaveItem`` when the server sends presence
+                for this topic (its ``authorize`` hook turns it on per subscriber).
 
         Raises:
             ValueError: invalid topic, ``last`` or ``buffer_size``.
             TypeError: an argument of the wrong type.
         """
         return Subscription(
-            topic, last=last, buffer_size=buffer_size, register=self._register, unregister=self._unregister
+            topic,
+            last=last,
+            buffer_size=buffer_size,
+            presence=presence,
+            register=self._register,
+            unregister=self._unregister,
         )
 
     async def _register(self, sub: Subscription) -> None:
         await trio.lowlevel.checkpoint_if_cancelled()
         if self._log.state is ClientState.CLOSED:
             raise self._closed_error()
-        if sub.topic in self._subs:
-            raise RuntimeError(f"this client is already subscribed to {sub.topic!r}")
-        self._subs[sub.topic] = sub
+        feed = self._subs.get(sub.topic)
+        if feed is not None:
+            feed.add(sub)  # the wire subscription exists: nothing to send
+            return
+        feed = self._subs[sub.topic] = Feed(sub.topic)
+        feed.add(sub)
         link = self._link
         if link is not None and link.alive:
             # If the link is going down, the next connection subscribes again.
             with contextlib.suppress(ConnectionBroken, LinkClosing):
-                await link.subscribe(sub)
+                await link.subscribe(feed)
 
     async def _unregister(self, sub: Subscription) -> None:
-        if self._subs.get(sub.topic) is sub:
+        feed = sub._feed
+        if feed is not None and sub in feed.locals and feed.remove(sub) and self._subs.get(sub.topic) is feed:
             del self._subs[sub.topic]
             link = self._link
-            if link is not None and link.alive and sub._ref is not None:
+            if link is not None and link.alive and feed.ref is not None:
                 # Shielded: leaving the block while cancelled must still tell the server, or a
                 # later subscribe to the same topic on this connection would be refused.
                 # If the connection is gone, so is the subscription: nothing to do.

@@ -47,7 +47,7 @@ from .._core.protocol import (
 )
 from .._core.ratelog import RateLimitedLog
 from .state import Counters
-from .subscription import Subscription, SubscriptionItem
+from .subscription import Feed, Item
 
 __all__ = ["Link", "LinkClosing", "Pending", "RateLimitedLog"]
 
@@ -76,7 +76,8 @@ class Link:
     Args:
         ws: the open WebSocket.
         welcome: the server's ``welcome``.
-        subs: the client's live subscriptions (shared: the link ends ones whose topic ended).
+        subs: the client's feeds, one per subscribed topic (shared: the link ends the ones
+            whose topic ended or that the server refused).
         counters: the client's counters.
         next_ref: gives the ``ref`` of the next request.
         log: where oddities from the server are reported.
@@ -87,7 +88,7 @@ class Link:
         ws: trio_websocket.WebSocketConnection,
         welcome: Welcome,
         *,
-        subs: dict[str, Subscription],
+        subs: dict[str, Feed],
         counters: Counters,
         next_ref: Callable[[], int],
         log: RateLimitedLog,
@@ -98,8 +99,8 @@ class Link:
         self.window = welcome.heartbeat_timeout + welcome.heartbeat_interval
         self.alive = True
         self.pending: dict[int, Pending] = {}
-        #: subscriptions whose ``subscribe`` this connection answered.
-        self.answered: set[Subscription] = set()
+        #: feeds whose ``subscribe`` this connection answered.
+        self.answered: set[Feed] = set()
         self.failure: TrioconnError | None = None
         #: the peer stopped answering: abandon the socket, no closing handshake.
         self.dead = False
@@ -149,9 +150,9 @@ class Link:
             self.fail(failure, dead=True)
             raise failure
 
-    async def subscribe(self, sub: Subscription) -> None:
-        """Send ``sub``'s ``subscribe`` (a resume after the first connection)."""
-        await self.send(sub._subscribe_frame(self._next_ref()).to_json())
+    async def subscribe(self, feed: Feed) -> None:
+        """Send ``feed``'s ``subscribe`` (a resume after the first connection)."""
+        await self.send(feed.subscribe_frame(self._next_ref()).to_json())
 
     def drop(self) -> None:
         """The link is over: fail the publishes that waited on it."""
@@ -178,8 +179,8 @@ class Link:
         with trio.CancelScope(deadline=trio.current_time() + self.window) as watchdog:
             self._watchdog = watchdog
             try:
-                for sub in list(self._subs.values()):
-                    await self.subscribe(sub)
+                for feed in list(self._subs.values()):
+                    await self.subscribe(feed)
             except LinkClosing:
                 pass  # the frame that closed the connection is read below
             while True:
@@ -196,26 +197,29 @@ class Link:
             f"(its timeout {self.welcome.heartbeat_timeout:g} s + one ping interval)"
         )
 
-    async def _deliver(self, sub: Subscription, item: SubscriptionItem) -> None:
-        if sub._send_nowait(item):
-            return
-        # The consumer is behind. While we wait for it the silence is ours, not the server's,
-        # so the watchdog pauses.
-        assert self._watchdog is not None
-        self._watchdog.deadline = math.inf
-        await sub._send_item(item)
-        self._watchdog.deadline = trio.current_time() + self.window
+    async def _deliver(self, feed: Feed, items: list[Item]) -> None:
+        """Queue ``items`` for every local subscription of ``feed`` that wants them, in turn."""
+        for item in items:
+            for sub in feed.receivers(item):
+                if sub._send_nowait(item):
+                    continue
+                # The consumer is behind. While we wait for it the silence is ours, not the
+                # server's, so the watchdog pauses.
+                assert self._watchdog is not None
+                self._watchdog.deadline = math.inf
+                await sub._send_item(item)
+                self._watchdog.deadline = trio.current_time() + self.window
 
     async def _dispatch(self, frame: ServerFrame) -> None:
         counters = self._counters
         subs = self._subs
         if isinstance(frame, Event):
             counters.events_received += 1
-            sub = subs.get(frame.topic)
-            if sub is not None and sub in self.answered:
-                item = sub._on_event(frame)
+            feed = subs.get(frame.topic)
+            if feed is not None and feed in self.answered:
+                item = feed.on_event(frame)
                 if item is not None:
-                    await self._deliver(sub, item)
+                    await self._deliver(feed, [item])
         elif isinstance(frame, Ping):
             try:
                 await self.send(Pong(frame.id).to_json())
@@ -225,19 +229,18 @@ class Link:
             if frame.rtt is not None:
                 counters.last_rtt = frame.rtt
         elif isinstance(frame, Subscribed):  # also Reset
-            sub = subs.get(frame.topic)
-            if sub is None or not sub._matches(frame.ref):
+            feed = subs.get(frame.topic)
+            if feed is None or not feed.matches(frame.ref):
                 return
-            self.answered.add(sub)
+            self.answered.add(feed)
             if isinstance(frame, Reset):
                 counters.resets += 1
-            for answer_item in sub._on_answer(frame):
-                await self._deliver(sub, answer_item)
+            await self._deliver(feed, feed.on_answer(frame))
         elif isinstance(frame, End):
-            sub = subs.get(frame.topic)
-            if sub is not None and sub in self.answered:
+            feed = subs.get(frame.topic)
+            if feed is not None and feed in self.answered:
                 del subs[frame.topic]
-                sub._finish()
+                feed.finish()
         elif isinstance(frame, Error):
             self._on_error(frame)
         elif isinstance(frame, Published):
@@ -255,10 +258,10 @@ class Link:
             pending.error = error
             pending.done.set()
             return
-        for topic, sub in self._subs.items():
-            if frame.ref is not None and sub._ref == frame.ref:
+        for topic, feed in self._subs.items():
+            if frame.ref is not None and feed.ref == frame.ref:
                 del self._subs[topic]
-                sub._finish(error)
+                feed.finish(error)
                 return
         self._log.warning(
             "unmatched-error", "error frame from the server that answers nothing we sent: %s", error
