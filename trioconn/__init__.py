@@ -32,7 +32,9 @@ from ._core.exceptions import ConnectionClosed as ConnectionClosed
 from ._core.exceptions import HandshakeRejected as HandshakeRejected
 from ._core.exceptions import HubStopped as HubStopped
 from ._core.exceptions import ProtocolError as ProtocolError
+from ._core.exceptions import PublicationsLost as PublicationsLost
 from ._core.exceptions import ReconnectFailed as ReconnectFailed
+from ._core.exceptions import RequestRefused as RequestRefused
 from ._core.exceptions import ServerError as ServerError
 from ._core.exceptions import TooManyTopics as TooManyTopics
 from ._core.exceptions import TopicEnded as TopicEnded
@@ -87,8 +89,10 @@ __all__ = [
     "MemoryBroker",
     "PresenceItem",
     "ProtocolError",
+    "PublicationsLost",
     "ReconnectFailed",
     "Refused",
+    "RequestRefused",
     "ResetItem",
     "ServerError",
     "ServerSocket",

@@ -52,6 +52,7 @@ from .._core.protocol import (
     Pong,
     Publish,
     Published,
+    Request,
     Subscribe,
     Unsubscribe,
     Unsubscribed,
@@ -367,7 +368,7 @@ class ServerConnection:
         if not self.close(code, reason, cause, drain=False):
             self._scope.cancel()  # we were already closing, but there is nobody left to wait for
 
-    async def _handle(self, frame: Subscribe | Unsubscribe | Pong | Publish) -> None:
+    async def _handle(self, frame: Subscribe | Unsubscribe | Pong | Publish | Request) -> None:
         if isinstance(frame, Pong):
             self.pongs_seen += 1
             if frame.id == self._ping_id and self._ping_sent_at is not None:
@@ -379,6 +380,9 @@ class ServerConnection:
                 self._queue(Unsubscribed(frame.topic, frame.ref).to_json())
             else:
                 self._refuse(frame, ErrorCode.NOT_SUBSCRIBED, "not subscribed to this topic")
+            return
+        if isinstance(frame, Request):  # request handlers come next; until then nobody answers
+            self._refuse(frame, ErrorCode.NO_HANDLER, "no request handler for this topic")
             return
         action = "subscribe" if isinstance(frame, Subscribe) else "publish"
         if not await self._authorized(frame.topic, action):
@@ -451,7 +455,9 @@ class ServerConnection:
             result = await result
         return bool(result)
 
-    def _refuse(self, frame: Subscribe | Unsubscribe | Publish, code: ErrorCode, message: str) -> None:
+    def _refuse(
+        self, frame: Subscribe | Unsubscribe | Publish | Request, code: ErrorCode, message: str
+    ) -> None:
         self._queue(Error(code.value, message, frame.ref, frame.topic).to_json())
 
     async def _sender(self) -> None:
