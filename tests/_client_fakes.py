@@ -20,7 +20,7 @@ import trio
 import trio.testing
 import trio_websocket
 
-from trioconn import wrap_client_stream
+from trioconn import RequestRefused, wrap_client_stream
 from trioconn._core.protocol import (
     End,
     Error,
@@ -29,6 +29,8 @@ from trioconn._core.protocol import (
     Pong,
     Publish,
     Published,
+    Reply,
+    Request,
     Reset,
     Subscribe,
     Subscribed,
@@ -48,6 +50,8 @@ __all__ = [
     "MiniHub",
     "Ping",
     "Publish",
+    "Reply",
+    "Request",
     "Session",
     "Subscribe",
     "Unsubscribe",
@@ -56,6 +60,9 @@ __all__ = [
 ]
 
 Handler = Callable[["Session"], Awaitable[None]]
+
+#: What a request handler of ``MiniHub.handlers`` returns to leave the request unanswered.
+SWALLOW = object()
 
 
 def bounded(test: Any) -> Any:
@@ -188,6 +195,18 @@ class Session:
             else:
                 offset = hub.write(frame.topic, frame.data)
                 self.send_nowait(Published(frame.topic, offset, frame.ref))
+        elif isinstance(frame, Request):
+            handler = hub.handlers.get(frame.topic)
+            if handler is None:
+                self.send_nowait(Error("no-handler", "no handler", frame.ref, frame.topic))
+                return
+            try:
+                answer = handler(frame.data)
+            except RequestRefused as exc:
+                self.send_nowait(Error(exc.code, exc.message, frame.ref, frame.topic))
+            else:
+                if answer is not SWALLOW:
+                    self.send_nowait(Reply(frame.ref, answer))
         elif isinstance(frame, Pong):
             pass
 
@@ -226,6 +245,9 @@ class MiniHub:
         self.script: list[Handler] = []
         self.forbidden: set[str] = set()
         self.swallow_publish = False
+        #: request handlers by topic: data -> answer (``SWALLOW``: never answer), or raise
+        #: ``RequestRefused`` for an ``error`` answer.
+        self.handlers: dict[str, Callable[[Any], Any]] = {}
         self._epochs = itertools.count(1)
         self.attempt_times: list[float] = []
 

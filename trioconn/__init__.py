@@ -35,6 +35,7 @@ from ._core.exceptions import ProtocolError as ProtocolError
 from ._core.exceptions import PublicationsLost as PublicationsLost
 from ._core.exceptions import ReconnectFailed as ReconnectFailed
 from ._core.exceptions import RequestRefused as RequestRefused
+from ._core.exceptions import RequestTimeout as RequestTimeout
 from ._core.exceptions import ServerError as ServerError
 from ._core.exceptions import TooManyTopics as TooManyTopics
 from ._core.exceptions import TopicEnded as TopicEnded
@@ -93,6 +94,7 @@ __all__ = [
     "ReconnectFailed",
     "Refused",
     "RequestRefused",
+    "RequestTimeout",
     "ResetItem",
     "ServerError",
     "ServerSocket",

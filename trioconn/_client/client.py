@@ -58,12 +58,14 @@ from .._core.exceptions import (
     HandshakeRejected,
     ProtocolError,
     ReconnectFailed,
+    RequestTimeout,
     TrioconnError,
     UntrustedCertificate,
 )
 from .._core.protocol import (
     CloseAction,
     Publish,
+    Request,
     Unsubscribe,
     Welcome,
     encode_data,
@@ -137,6 +139,16 @@ def _check_ssl_context(ssl_context: object, url: str, transport: object) -> ssl.
             "context (e.g. functools.partial(trioconn.tcp_transport, ssl_context=...))"
         )
     return ssl_context
+
+
+def _check_data(data: object) -> None:
+    try:
+        encode_data(data)
+    except TypeError as exc:
+        message = str(exc)
+        if not message.startswith("data "):
+            message = f"data is not JSON-serializable: {message}"
+        raise TypeError(message) from None
 
 
 def _valid_token(token: object) -> bool:
@@ -440,11 +452,14 @@ class Client:
             ReconnectFailed: the client has failed for good.
         """
         validate_topic(topic)
-        encode_data(data)  # TypeError now, not after waiting for a link
+        _check_data(data)  # TypeError now, not after waiting for a link
         while True:
             link = await self._wait_link()
             ref = next(self._refs)
-            pending = Pending()
+            pending = Pending(
+                "the connection was lost before the server acknowledged the publish; "
+                "it may or may not have been stored"
+            )
             link.pending[ref] = pending
             try:
                 try:
@@ -457,6 +472,72 @@ class Client:
             if pending.error is not None:
                 raise pending.error
             return pending.offset
+
+    # A timeout of its own (not just the caller's cancel scope): its RequestTimeout says whether
+    # the request left the client, which a cancelled scope cannot tell; the browser client's
+    # request takes the same option.
+    async def request(self, topic: str, data: Any, *, timeout: float = 10.0) -> Any:  # noqa: ASYNC109
+        """Ask the server's request handler for ``topic``; return its answer.
+
+        The request travels on the live connection, after everything sent before it, and its
+        answer comes in order with the subscriptions' events. While the client is disconnected
+        this waits for the link to come back, within ``timeout``. It is never re-sent: if the
+        link drops after the frame was sent, ``ConnectionBroken`` is raised, because the
+        handler may or may not have run and running it twice could do the work twice.
+
+        Args:
+            topic: the topic whose handler answers (the server's ``hub.on_request``).
+            data: any JSON-serializable value.
+            timeout: seconds for the whole request (waiting for a link, sending, the answer);
+                ``math.inf`` for none (bound it with your own cancel scope then).
+
+        Returns:
+            The handler's answer (JSON: dict, list, str, int, float, bool or None).
+
+        Raises:
+            ValueError: invalid topic or ``timeout``.
+            TypeError: ``data`` is not JSON-serializable, or ``timeout`` is not a number.
+            ServerError: the server answered with ``error``: ``no-handler``, ``forbidden``,
+                ``request-failed`` (the handler raised), ``request-timeout`` (the handler was
+                too slow), ``too-many-requests``, or the handler's own ``RequestRefused`` code.
+            RequestTimeout: no answer within ``timeout``.
+            ConnectionBroken: the link dropped after the request was sent; outcome unknown.
+            ConnectionClosed: the client has closed (code 1000).
+            ReconnectFailed: the client has failed for good.
+        """
+        validate_topic(topic)
+        _check_data(data)  # TypeError now, not after waiting for a link
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+            raise TypeError(f"timeout must be a number of seconds, not {type(timeout).__name__}")
+        if not timeout > 0:  # NaN too
+            raise ValueError(f"timeout must be > 0 seconds (math.inf: no limit), got {timeout!r}")
+        sent = False
+        with trio.move_on_after(timeout):
+            while True:
+                link = await self._wait_link()
+                ref = next(self._refs)
+                pending = Pending(
+                    "the connection was lost before the server answered the request; "
+                    "the handler may or may not have run"
+                )
+                link.pending[ref] = pending
+                try:
+                    try:
+                        await link.send(Request(topic, data, ref).to_json())
+                    except LinkClosing:
+                        continue  # nothing left this process: safe to wait for the next link
+                    sent = True
+                    await pending.done.wait()
+                finally:
+                    link.abandon(ref)
+                if pending.error is not None:
+                    raise pending.error
+                return pending.data
+        if sent:
+            raise RequestTimeout(
+                f"request to {topic!r}: no answer within {timeout:g} s; the handler may or may not have run"
+            )
+        raise RequestTimeout(f"request to {topic!r}: no connection within {timeout:g} s; nothing was sent")
 
     async def _wait_link(self) -> Link:
         while True:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import NoReturn
+from typing import Any, Final, NoReturn
 
 import trio
 import trio_websocket
@@ -39,6 +39,7 @@ from .._core.protocol import (
     Ping,
     Pong,
     Published,
+    Reply,
     Reset,
     ServerFrame,
     Subscribed,
@@ -52,6 +53,10 @@ from .subscription import Feed, Item
 __all__ = ["Link", "LinkClosing", "Pending", "RateLimitedLog"]
 
 
+#: How many refs of abandoned requests a link remembers (their late answers are not logged).
+_ABANDONED: Final = 1024
+
+
 class LinkClosing(Exception):
     """Internal: the connection was already closing, so nothing was sent and retrying is safe.
 
@@ -60,14 +65,19 @@ class LinkClosing(Exception):
 
 
 class Pending:
-    """A publish waiting for its ``published`` or ``error``."""
+    """A publish waiting for its ``published``, or a request for its ``reply``; or an ``error``.
 
-    __slots__ = ("done", "error", "offset")
+    ``lost`` is what the caller is told if the link drops before the answer.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("data", "done", "error", "lost", "offset")
+
+    def __init__(self, lost: str) -> None:
         self.done = trio.Event()
         self.offset = 0
+        self.data: Any = None
         self.error: BaseException | None = None
+        self.lost = lost
 
 
 class Link:
@@ -99,6 +109,8 @@ class Link:
         self.window = welcome.heartbeat_timeout + welcome.heartbeat_interval
         self.alive = True
         self.pending: dict[int, Pending] = {}
+        #: refs of requests given up on (timed out, cancelled): their late answers are expected.
+        self.abandoned: dict[int, None] = {}
         #: feeds whose ``subscribe`` this connection answered.
         self.answered: set[Feed] = set()
         self.failure: TrioconnError | None = None
@@ -111,6 +123,14 @@ class Link:
         self._counters = counters
         self._next_ref = next_ref
         self._log = log
+
+    def abandon(self, ref: int) -> None:
+        """The caller stopped waiting for the answer to ``ref``; ignore it when it comes."""
+        pending = self.pending.pop(ref, None)
+        if pending is not None and not pending.done.is_set():
+            self.abandoned[ref] = None
+            if len(self.abandoned) > _ABANDONED:
+                del self.abandoned[next(iter(self.abandoned))]
 
     def fail(
         self, failure: TrioconnError, *, close_with: tuple[int, str] | None = None, dead: bool = False
@@ -155,14 +175,11 @@ class Link:
         await self.send(feed.subscribe_frame(self._next_ref()).to_json())
 
     def drop(self) -> None:
-        """The link is over: fail the publishes that waited on it."""
+        """The link is over: fail the publishes and requests that waited on it."""
         self.alive = False
         for pending in self.pending.values():
             if not pending.done.is_set():
-                pending.error = ConnectionBroken(
-                    "the connection was lost before the server acknowledged the publish; "
-                    "it may or may not have been stored"
-                )
+                pending.error = ConnectionBroken(pending.lost)
                 pending.done.set()
         self.pending.clear()
 
@@ -248,6 +265,13 @@ class Link:
             if pending is not None:
                 pending.offset = frame.offset
                 pending.done.set()
+        elif isinstance(frame, Reply):
+            pending = self.pending.get(frame.ref) if isinstance(frame.ref, int) else None
+            if pending is not None:
+                pending.data = frame.data
+                pending.done.set()
+            elif isinstance(frame.ref, int):
+                self.abandoned.pop(frame.ref, None)
         elif isinstance(frame, Welcome):
             raise ProtocolError("unexpected-frame", "a second 'welcome' on the same connection")
 
@@ -257,6 +281,9 @@ class Link:
         if pending is not None:
             pending.error = error
             pending.done.set()
+            return
+        if isinstance(frame.ref, int) and frame.ref in self.abandoned:
+            del self.abandoned[frame.ref]  # the late answer to a request given up on
             return
         for topic, feed in self._subs.items():
             if frame.ref is not None and feed.ref == frame.ref:
