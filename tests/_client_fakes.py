@@ -25,8 +25,11 @@ from trioconn._core.protocol import (
     End,
     Error,
     Event,
+    Join,
+    Leave,
     Ping,
     Pong,
+    PresenceMember,
     Publish,
     Published,
     Reply,
@@ -248,6 +251,10 @@ class MiniHub:
         #: request handlers by topic: data -> answer (``SWALLOW``: never answer), or raise
         #: ``RequestRefused`` for an ``error`` answer.
         self.handlers: dict[str, Callable[[Any], Any]] = {}
+        #: presence, sent to every subscriber when on: topic → session → (info, since); the
+        #: members are made by the test (``join``/``leave``), not by the subscriptions.
+        self.presence = False
+        self.members: dict[str, dict[str, tuple[Any, float]]] = {}
         self._epochs = itertools.count(1)
         self.attempt_times: list[float] = []
 
@@ -288,6 +295,16 @@ class MiniHub:
         for session in self.sessions:
             session.subs.discard(name)
 
+    def join(self, topic: str, session: str, info: Any, since: float) -> None:
+        self.members.setdefault(topic, {})[session] = (info, since)
+        if self.presence:
+            self._fan_out(topic, Join(topic, info, session, since).to_json())
+
+    def leave(self, topic: str, session: str) -> None:
+        info, _ = self.members.get(topic, {}).pop(session)
+        if self.presence:
+            self._fan_out(topic, Leave(topic, info, session).to_json())
+
     def restart(self) -> None:
         """Forget everything, as a restarted process would: new epochs, no history."""
         for topic in self.topics.values():
@@ -322,6 +339,12 @@ class MiniHub:
                 replayed=len(replay),
                 ended=topic.ended,
                 ref=frame.ref,
+                presence=tuple(
+                    PresenceMember(info, session, since)
+                    for session, (info, since) in self.members.get(frame.topic, {}).items()
+                )
+                if self.presence
+                else None,
             ).to_json(),
             *replay,
         ]

@@ -32,10 +32,13 @@ import trio
 import trio_websocket
 
 from .._core.exceptions import ConnectionBroken, ProtocolError, ServerError, TrioconnError
+from .._core.items import JoinItem, LeaveItem
 from .._core.protocol import (
     End,
     Error,
     Event,
+    Join,
+    Leave,
     Ping,
     Pong,
     Published,
@@ -258,6 +261,15 @@ class Link:
             if feed is not None and feed in self.answered:
                 del subs[frame.topic]
                 feed.finish()
+        elif isinstance(frame, Join | Leave):
+            # Like events, ignored until this connection answered: its member list decides.
+            feed = subs.get(frame.topic)
+            if feed is not None and feed in self.answered:
+                if isinstance(frame, Join):
+                    items = feed.on_join(JoinItem(frame.topic, frame.info, frame.session, frame.since))
+                else:
+                    items = feed.on_leave(LeaveItem(frame.topic, frame.info, frame.session))
+                await self._deliver(feed, items)
         elif isinstance(frame, Error):
             self._on_error(frame)
         elif isinstance(frame, Published):

@@ -406,6 +406,13 @@ class Feed:
             if frame.has_snapshot:
                 items.append(self._snapshot(frame))
                 self.offset = max(start, frame.offset)
+        if frame.presence is not None:
+            members = (JoinItem(frame.topic, m.info, m.session, m.since) for m in frame.presence)
+            items += self.on_members(members)
+        elif frame.ref is not None and self.members:
+            # The answer to our own subscribe without a member list: presence is off for us now.
+            # (An unasked ``reset`` from a shared broker carries none either: nothing changed.)
+            items += self.on_members(())
         if self.info is None:
             self.info = Subscribed(frame.topic, frame.epoch, frame.offset, frame.kind)
             for sub in self.locals:
