@@ -59,6 +59,9 @@ from ._server.socket import ServerSocket as ServerSocket
 from ._server.socket import SocketClosed as SocketClosed
 from ._server.threads import HubThreadHandle as HubThreadHandle
 from ._server.topics import TopicStatistics as TopicStatistics
+from ._version import version as _read_version
+
+__version__ = _read_version()
 
 __all__ = [
     "CLOSE_CODES",

@@ -47,6 +47,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
 from typing import Any, Final, NoReturn
 
+import sniffio
 import trio
 import trio_websocket
 
@@ -149,6 +150,26 @@ def _check_data(data: object) -> None:
         if not message.startswith("data "):
             message = f"data is not JSON-serializable: {message}"
         raise TypeError(message) from None
+
+
+def _check_trio(what: str) -> None:
+    """Raise a clear ``TrioconnError`` when called from another event loop than trio's.
+
+    Outside any event loop it passes: ``connect()`` may be called anywhere, the block must run
+    under trio.
+    """
+    try:
+        library = sniffio.current_async_library()
+    except sniffio.AsyncLibraryNotFoundError:
+        return
+    if library != "trio":
+        raise TrioconnError(
+            f"{what} runs on trio, but it was called from {library}. Run the client under trio "
+            "(trio.run(main)); from an asyncio program, run it in a thread of its own "
+            "(threading.Thread(target=trio.run, args=(main,)), handing results back with "
+            "loop.call_soon_threadsafe), or use the browser client trioconn.js in web pages. "
+            "(The Hub itself runs on asyncio: see trioconn.asgi.)"
+        )
 
 
 def _valid_token(token: object) -> bool:
@@ -811,7 +832,10 @@ def connect(
         ReconnectFailed: (when the block exits) attempts exhausted, or a final close code,
             handshake refusal, untrusted certificate or protocol error; ``cause`` holds the last
             failure. The block is cancelled when this happens.
+        TrioconnError: called from asyncio (or any event loop other than trio's); the message
+            says what to do instead.
     """
+    _check_trio("trioconn.connect()")
     client = Client(
         url,
         token_provider=token_provider,
@@ -828,6 +852,7 @@ def connect(
 
 @asynccontextmanager
 async def _run_client(client: Client) -> AsyncIterator[Client]:
+    _check_trio("trioconn.connect()")
     try:
         async with trio.open_nursery() as nursery:
             client._body_scope = nursery.cancel_scope
