@@ -22,9 +22,17 @@ hub has new topic epochs and cannot resume the client where it was, but it re-re
 ``--history`` lines from disk, and the client skips those it already printed (see
 ``log_tail_client.py``). Notices such as ``{"notice": "file truncated"}`` go to the same topic.
 
+The same port serves a page for the browser, ``examples/web/log_tail.html``: open
+``http://HOST:PORT/`` (``?file=app.log`` picks the file), and it follows the file as the Python
+client does, across server restarts too. WebSocket requests to ``/`` go to the hub, other
+requests to the page, ``/trioconn.js`` and ``/files`` (the files followed, as JSON); see
+``_web.py``. Pages of other sites are refused (4403): a page the user opens elsewhere could
+otherwise read these logs through the user's browser.
+
 The first line on stdout is ``serving ws://HOST:PORT`` (with ``--port 0`` the port is chosen by
-the system, so scripts read it from there); connection events are logged on stderr. Ctrl-C or
-SIGTERM stops it; connected clients get close code 1001 and reconnect when it is back.
+the system, so scripts read it from there), the second ``page http://HOST:PORT/``; connection
+events are logged on stderr. Ctrl-C or SIGTERM stops it; connected clients get close code 1001
+and reconnect when it is back.
 """
 
 from __future__ import annotations
@@ -40,8 +48,13 @@ from typing import Any
 import trio
 from _cli import log_to_stderr, run_program
 from _follow import Line, Notice, follow
+from _web import same_origin, serve_with_page, url_host
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 import trioconn
+from trioconn import HandshakeRejected, HandshakeRequest
 
 logger = logging.getLogger("log_tail_server")
 
@@ -113,10 +126,23 @@ async def stop_on_sigterm(hub: trioconn.Hub, scope: trio.CancelScope) -> None:
             return
 
 
+def check_origin(request: HandshakeRequest) -> str:
+    """The ``authenticate`` hook: anyone may read, but no page of another site."""
+    if not same_origin(request):
+        raise HandshakeRejected(403, b"pages of other sites may not connect")
+    return "reader"
+
+
 async def serve(args: argparse.Namespace) -> None:
     # No client ever publishes here: without an ``authorize`` hook the hub refuses client
-    # publications, and every client may subscribe.
-    hub = trioconn.Hub(history_size=args.history)
+    # publications, and every client may subscribe. Refusals reach a page as a close code
+    # (4403) instead of an HTTP status that browsers hide.
+    hub = trioconn.Hub(history_size=args.history, authenticate=check_origin, refuse_with="close")
+    names = [os.path.basename(path) for path in args.files]
+
+    async def files(request: Request) -> JSONResponse:
+        return JSONResponse(names)
+
     async with trio.open_nursery() as nursery:
         nursery.start_soon(stop_on_sigterm, hub, nursery.cancel_scope)
         # Followers first: the existing lines are in the topics before the first client comes.
@@ -130,8 +156,18 @@ async def serve(args: argparse.Namespace) -> None:
                     task_status=task_status,
                 )
             )
-        port = await nursery.start(hub.serve, args.host, args.port)
+        port = await nursery.start(
+            lambda task_status: serve_with_page(
+                hub,
+                "log_tail.html",
+                args.host,
+                args.port,
+                routes=[Route("/files", files)],
+                task_status=task_status,
+            )
+        )
         print(f"serving ws://{args.host}:{port}", flush=True)
+        print(f"page http://{url_host(args.host)}:{port}/", flush=True)
         for path in args.files:
             print(f"  {topic_for(path)}  <-  {path}", flush=True)
 

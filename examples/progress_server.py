@@ -33,8 +33,24 @@ reconnects, gets a ``reset`` (a new server means new epochs) whose snapshot is t
 value, and its bar continues from there. This is what happens to real workers (a deploy, a crash,
 the OOM killer), which is why the example restarts the *process* rather than only the listener.
 
-The first line on stdout is ``serving ws://HOST:PORT``. Ctrl-C or SIGTERM stops the server:
-running jobs stop at their next step and are resumed by the next start.
+The page
+--------
+The same port serves a page for the browser, ``examples/web/progress.html``: it starts a job
+(or follows ``?job=ID``) and shows its bar and the connection's state. WebSocket requests to
+``/`` go to the hub, other requests to the page and ``/trioconn.js``; see ``_web.py``.
+
+Any web site the user visits could open a WebSocket to 127.0.0.1 from the user's browser and
+start jobs here, so a browser (a request with an ``Origin`` header) must come from this server's
+own page *and* show the page token: a random token kept in ``<jobs-dir>/page-token``, so it
+stays the same across restarts, and printed in the page's URL (``?token=...``). A wrong or
+missing token is refused with 4401, another site's page with 4403: the hub's
+``refuse_with="close"`` accepts such a handshake and closes it at once with that code, because
+a browser shows a page an HTTP 401/403 only as 1006, which it would retry forever. Programs
+(the Python clients) send no ``Origin`` and need no token.
+
+The first line on stdout is ``serving ws://HOST:PORT``, the second ``page
+http://HOST:PORT/?token=TOKEN``. Ctrl-C or SIGTERM stops the server: running jobs stop at their
+next step and are resumed by the next start.
 """
 
 from __future__ import annotations
@@ -56,9 +72,10 @@ from typing import Any
 import attrs
 import trio
 from _cli import log_to_stderr, run_program
+from _web import same_origin, serve_with_page, url_host
 
 import trioconn
-from trioconn import EventItem, HandshakeRequest, HubThreadHandle, connect
+from trioconn import EventItem, HandshakeRejected, HandshakeRequest, HubThreadHandle, connect
 
 logger = logging.getLogger("progress_server")
 
@@ -258,28 +275,59 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def page_token(jobs_dir: Path) -> str:
+    """The token pages show, made once and kept in the jobs directory (blocking: use a thread)."""
+    path = jobs_dir / "page-token"
+    try:
+        return path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        token = secrets.token_urlsafe(16)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(token, encoding="ascii")
+        os.replace(tmp, path)
+        return token
+
+
+def matches(given: str | None, token: str) -> bool:
+    return given is not None and secrets.compare_digest(given.encode(), token.encode())
+
+
 async def serve(args: argparse.Namespace) -> None:
     token = secrets.token_urlsafe(16)
+    await trio.Path(args.jobs_dir).mkdir(parents=True, exist_ok=True)
+    page = await trio.to_thread.run_sync(page_token, args.jobs_dir)
 
-    def authenticate(request: HandshakeRequest) -> str:
-        return RUNNER if request.token == token else "client"
+    def authenticate(request: HandshakeRequest) -> str | None:
+        if matches(request.token, token):
+            return RUNNER
+        if not request.origins:
+            return "client"  # a program, not a page in a browser
+        if not same_origin(request):
+            raise HandshakeRejected(403, b"pages of other sites may not connect")
+        if matches(request.token, page):
+            return "page"
+        return None  # 401: the page sees 4401
 
     def authorize(identity: str, topic: str, action: str) -> bool:
         if topic == CONTROL:
             return action == "publish" or identity == RUNNER
         return action == "subscribe"
 
-    await trio.Path(args.jobs_dir).mkdir(parents=True, exist_ok=True)
-    hub = trioconn.Hub(authenticate=authenticate, authorize=authorize)
+    hub = trioconn.Hub(authenticate=authenticate, authorize=authorize, refuse_with="close")
     async with trio.open_nursery() as nursery:
         nursery.start_soon(stop_on_sigterm, hub, nursery.cancel_scope)
         runner = JobRunner(hub, args.jobs_dir, nursery)
         nursery.start_soon(runner.stop_threads_on_exit)
         await runner.recover()  # before serving: a returning client finds its job's state at once
-        port = await nursery.start(hub.serve, args.host, args.port)
-        local = "127.0.0.1" if args.host in ("0.0.0.0", "") else args.host
+        port = await nursery.start(
+            lambda task_status: serve_with_page(
+                hub, "progress.html", args.host, args.port, task_status=task_status
+            )
+        )
+        local = url_host(args.host)
         nursery.start_soon(runner.follow_control, f"ws://{local}:{port}/", token)
         print(f"serving ws://{args.host}:{port}", flush=True)
+        print(f"page http://{local}:{port}/?token={page}", flush=True)
         print(f"  jobs in {args.jobs_dir}; start one: progress_client.py --port {port} --start", flush=True)
 
 
