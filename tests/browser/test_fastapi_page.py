@@ -87,4 +87,3 @@ def test_the_fastapi_page_follows_a_job_to_the_end_and_closes_for_good(page, app
     assert len(sockets) == 1 and "/ws?token=" in sockets[0], sockets
     page.wait_for_timeout(1000)  # a window for a wrong reconnect (the backoff starts at 0.5 s)
     assert len(sockets) == 1, sockets
-
