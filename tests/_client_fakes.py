@@ -439,3 +439,14 @@ def welcome_text(session: Session, **heartbeat: Any) -> str:
 def stream_closed(session: Session) -> bool:
     """Whether the client closed its half of the in-memory stream."""
     return bool(session.client_stream.send_stream._outgoing._closed)
+
+
+def token_sequence(*tokens: str) -> tuple[Callable[[], Awaitable[str]], list[str]]:
+    """A token provider returning ``tokens`` in turn (the last one forever), and its calls."""
+    handed: list[str] = []
+
+    async def provide() -> str:
+        handed.append(tokens[min(len(handed), len(tokens) - 1)])
+        return handed[-1]
+
+    return provide, handed

@@ -9,7 +9,6 @@ fresh token; 4403: fail at once).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,18 +20,9 @@ from websockets.trio.client import connect as ws_connect
 from trioconn import ClientState, ConnectionClosed, ReconnectFailed, connect, tcp_transport
 
 from ._asgi_server import SERVERS, asgi_server
+from ._client_fakes import token_sequence
 
 APP = "tests.asgi_refusing_app:app"
-
-
-def token_sequence(*tokens: str) -> tuple[Callable[[], Awaitable[str]], list[str]]:
-    handed: list[str] = []
-
-    async def provide() -> str:
-        handed.append(tokens[min(len(handed), len(tokens) - 1)])
-        return handed[-1]
-
-    return provide, handed
 
 
 async def with_origin(nursery: trio.Nursery, url: str, headers: list[tuple[bytes, bytes]]) -> Any:

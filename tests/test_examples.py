@@ -7,98 +7,25 @@ deadline, so a broken example fails within seconds instead of hanging.
 
 from __future__ import annotations
 
-import os
 import re
 import signal
-import subprocess
-import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from ._procs import ROOT, Process
+
 EXAMPLES = ROOT / "examples"
 SCRIPTS = ["log_tail_server.py", "log_tail_client.py", "progress_server.py", "progress_client.py", "demo.py"]
-WAIT = 10.0  # seconds any single expected line may take; generous for a loaded CI machine
+WAIT = Process.wait_seconds
 
 
-class Proc:
-    """One example running as a subprocess; its output is collected line by line in threads."""
+class Proc(Process):
+    """One example running as a subprocess (``examples/<script> *args``)."""
 
     def __init__(self, *args: str, cwd: Path) -> None:
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
-        env.pop("COLUMNS", None)
-        self.args = args
-        self.popen = subprocess.Popen(
-            [sys.executable, str(EXAMPLES / args[0]), *args[1:]],
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            encoding="utf-8",
-        )
-        self.out: list[str] = []
-        self.err: list[str] = []
-        self._changed = threading.Condition()
-        self._readers = [
-            threading.Thread(target=self._read, args=(self.popen.stdout, self.out), daemon=True),
-            threading.Thread(target=self._read, args=(self.popen.stderr, self.err), daemon=True),
-        ]
-        for reader in self._readers:
-            reader.start()
-
-    def _read(self, stream, lines: list[str]) -> None:
-        for line in stream:
-            with self._changed:
-                lines.append(line.rstrip("\n"))
-                self._changed.notify_all()
-        with self._changed:
-            self._changed.notify_all()
-
-    def wait_for(self, pattern: str, *, stream: str = "out", start: int = 0, timeout: float = WAIT) -> int:
-        """Wait until a line (index >= ``start``) of ``stream`` matches ``pattern``; return its index."""
-        lines = self.out if stream == "out" else self.err
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                for index in range(start, len(lines)):
-                    if regex.search(lines[index]):
-                        return index
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or (
-                    self.popen.poll() is not None and not any(r.is_alive() for r in self._readers)
-                ):
-                    raise AssertionError(
-                        f"{self.args[0]}: no line matching {pattern!r} on std{stream}\n{self.report()}"
-                    )
-                self._changed.wait(min(remaining, 0.5))
-
-    def signal(self, signum: int) -> None:
-        self.popen.send_signal(signum)
-
-    def wait(self, timeout: float = WAIT) -> int:
-        rc = self.popen.wait(timeout)
-        for reader in self._readers:
-            reader.join(timeout)
-        return rc
-
-    def report(self) -> str:
-        return "--- stdout\n" + "\n".join(self.out) + "\n--- stderr\n" + "\n".join(self.err)
-
-    def close(self) -> None:
-        """Kill the process if it still runs and release its pipes."""
-        if self.popen.poll() is None:
-            self.popen.kill()
-        self.wait()
-        for pipe in (self.popen.stdout, self.popen.stderr):
-            assert pipe is not None
-            pipe.close()
+        super().__init__([str(EXAMPLES / args[0]), *args[1:]], name=args[0], cwd=cwd)
 
 
 @pytest.fixture

@@ -37,6 +37,8 @@ from trioconn import (
 from trioconn._core.decision import AttemptEnd, EndKind, classify
 from trioconn._core.protocol import CLOSE_CODES, CloseAction, close_action, refusal_close_code
 
+from ._client_fakes import token_sequence
+
 # -- the mapping ----------------------------------------------------------------------------
 
 
@@ -208,17 +210,6 @@ async def test_http_mode_is_the_default_and_answers_with_the_status(autojump_clo
 
 
 # -- over loopback: the Python client and an independent one --------------------------------
-
-
-def token_sequence(*tokens: str) -> tuple[Callable[[], Awaitable[str]], list[str]]:
-    """A token provider returning ``tokens`` in turn (the last one forever), and its calls."""
-    handed: list[str] = []
-
-    async def provide() -> str:
-        handed.append(tokens[min(len(handed), len(tokens) - 1)])
-        return handed[-1]
-
-    return provide, handed
 
 
 def only_good(seen: list[str | None]) -> Callable[[HandshakeRequest], Any]:
