@@ -10,9 +10,13 @@ from ._client import Client as Client
 from ._client import ClientState as ClientState
 from ._client import ClientStatistics as ClientStatistics
 from ._client import EventItem as EventItem
+from ._client import JoinItem as JoinItem
+from ._client import LeaveItem as LeaveItem
+from ._client import PresenceItem as PresenceItem
 from ._client import ResetItem as ResetItem
 from ._client import SnapshotItem as SnapshotItem
 from ._client import StateChange as StateChange
+from ._client import Subscribed as Subscribed
 from ._client import Subscription as Subscription
 from ._client import SubscriptionItem as SubscriptionItem
 from ._client import Transport as Transport
@@ -31,6 +35,7 @@ from ._core.exceptions import ProtocolError as ProtocolError
 from ._core.exceptions import PublicationsLost as PublicationsLost
 from ._core.exceptions import ReconnectFailed as ReconnectFailed
 from ._core.exceptions import RequestRefused as RequestRefused
+from ._core.exceptions import RequestTimeout as RequestTimeout
 from ._core.exceptions import ServerError as ServerError
 from ._core.exceptions import TooManyTopics as TooManyTopics
 from ._core.exceptions import TopicEnded as TopicEnded
@@ -63,6 +68,9 @@ from ._server.socket import ServerSocket as ServerSocket
 from ._server.socket import SocketClosed as SocketClosed
 from ._server.threads import HubThreadHandle as HubThreadHandle
 from ._server.topics import TopicStatistics as TopicStatistics
+from ._version import version as _read_version
+
+__version__ = _read_version()
 
 __all__ = [
     "CLOSE_CODES",
@@ -91,11 +99,14 @@ __all__ = [
     "HubStopped",
     "HubSubscription",
     "HubThreadHandle",
+    "JoinItem",
     "Joined",
+    "LeaveItem",
     "Left",
     "Member",
     "MemoryBroker",
     "PresenceChanges",
+    "PresenceItem",
     "ProtocolError",
     "Publication",
     "Publications",
@@ -104,12 +115,14 @@ __all__ = [
     "Refused",
     "Request",
     "RequestRefused",
+    "RequestTimeout",
     "ResetItem",
     "ServerError",
     "ServerSocket",
     "SnapshotItem",
     "SocketClosed",
     "StateChange",
+    "Subscribed",
     "Subscription",
     "SubscriptionItem",
     "TooManyTopics",

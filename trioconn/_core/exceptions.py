@@ -12,6 +12,7 @@ the connection (with a code); *broken* means the network or the peer went away w
     ├── ReconnectFailed(cause)             the client gave up: attempts exhausted or a final code
     ├── ProtocolError(code, message)       a frame broke protocol v1
     ├── ServerError(code, message, ref)    the server answered a client request with ``error``
+    ├── RequestTimeout                     ``client.request()`` had no answer within its timeout
     ├── TopicEnded(topic)                  a write to a topic that has been ended
     ├── TooManyTopics(limit)               the hub holds ``max_topics`` and none can be evicted
     ├── HubStopped                         the hub is not running (publishing from a thread)
@@ -34,6 +35,7 @@ __all__ = [
     "PublicationsLost",
     "ReconnectFailed",
     "RequestRefused",
+    "RequestTimeout",
     "ServerError",
     "TooManyTopics",
     "TopicEnded",
@@ -122,6 +124,14 @@ class ServerError(TrioconnError):
         self.code = code
         self.message = message
         self.ref = ref
+
+
+class RequestTimeout(TrioconnError):
+    """``client.request()`` got no answer within its ``timeout``.
+
+    The message says whether the request was sent (the handler may or may not have run) or
+    never left the client (no connection in time). A late answer is ignored.
+    """
 
 
 class TopicEnded(TrioconnError):
