@@ -58,6 +58,7 @@ from .._core.items import (
 )
 from .._core.protocol import Event, Reset, Subscribe, validate_topic
 from .._core.protocol import Subscribed as SubscribedFrame
+from .._core.resume import ResumePosition
 
 __all__ = [
     "EventItem",
@@ -276,15 +277,16 @@ class Subscription:
         return not self._finished and not self._exited
 
 
-class Feed:
-    """The one wire subscription of a topic on a client, shared by its local subscriptions."""
+class Feed(ResumePosition):
+    """The one wire subscription of a topic on a client, shared by its local subscriptions.
+
+    Its resume point (``epoch``, ``offset``, ``kind``) is a ``ResumePosition``: the same rules
+    as the hub's in-process followers.
+    """
 
     def __init__(self, topic: str) -> None:
+        super().__init__()
         self.topic = topic
-        #: the resume point: epoch and offset of the last item delivered.
-        self.epoch: str | None = None
-        self.offset: int | None = None
-        self.kind: str | None = None
         #: ref of the ``subscribe`` sent on the current connection.
         self.ref: int | None = None
         self.locals: list[Subscription] = []
@@ -370,42 +372,15 @@ class Feed:
 
     def on_answer(self, frame: SubscribedFrame) -> list[Item]:
         """Take the ``subscribed``/``reset`` answer; return the items to deliver."""
-        items: list[Item] = []
-        previous_epoch, previous_offset = self.epoch, self.offset
-        if frame.kind is not None:
-            self.kind = frame.kind
-        # The replayed events that follow carry offsets up to frame.offset.
-        start = max(frame.offset - frame.replayed, 0)
+        items: list[Item] = list(self.take_answer(frame))
         if isinstance(frame, Reset):
-            items.append(
-                ResetItem(
-                    frame.topic,
-                    frame.epoch,
-                    frame.offset,
-                    previous_epoch,
-                    previous_offset,
-                    frame.kind,
-                    frame.snapshot,
-                    frame.has_snapshot,
-                )
-            )
             self.recent.clear()
             self.latest = None
             if frame.has_snapshot:
                 self.latest = SnapshotItem(frame.topic, frame.epoch, frame.offset, frame.snapshot)
-            self.epoch, self.offset = frame.epoch, start
-        elif previous_epoch is not None and previous_epoch == frame.epoch:
-            # Resumed. A state topic is caught up by its snapshot rather than by replay.
-            position = previous_offset or 0
-            if frame.has_snapshot and frame.offset > position and frame.replayed == 0:
-                items.append(self._snapshot(frame))
-                position = frame.offset
-            self.offset = position
-        else:
-            self.epoch, self.offset = frame.epoch, start
-            if frame.has_snapshot:
-                items.append(self._snapshot(frame))
-                self.offset = max(start, frame.offset)
+        for item in items:
+            if isinstance(item, SnapshotItem):
+                self.latest = item
         if frame.presence is not None:
             members = (JoinItem(frame.topic, m.info, m.session, m.since) for m in frame.presence)
             items += self.on_members(members)
@@ -423,21 +398,14 @@ class Feed:
                 sub._answered(self.info)
         return items
 
-    def _snapshot(self, frame: SubscribedFrame) -> SnapshotItem:
-        self.latest = SnapshotItem(frame.topic, frame.epoch, frame.offset, frame.snapshot)
-        return self.latest
-
     def on_event(self, frame: Event) -> EventItem | None:
         """Return the item for ``frame``, or None to drop it (a duplicate, or no position yet).
 
         The link calls this only once this connection's ``subscribe`` was answered.
         """
-        if self.epoch is None:
+        item = self.take_event(frame)
+        if item is None:
             return None
-        if self.offset is not None and frame.offset <= self.offset:
-            return None
-        self.offset = frame.offset
-        item = EventItem(frame.topic, self.epoch, frame.offset, frame.data)
         self.recent.append(item)
         if self.kind == "state":
             self.latest = SnapshotItem(item.topic, item.epoch, item.offset, item.data)

@@ -27,9 +27,10 @@ from typing import Self
 import anyio
 import anyio.lowlevel
 
-from .._core.items import EventItem, ResetItem, SnapshotItem, Subscribed, SubscriptionItem
-from .._core.protocol import End, Event, Reset, parse_server_frames
+from .._core.items import Subscribed, SubscriptionItem
+from .._core.protocol import End, Event, parse_server_frames
 from .._core.protocol import Subscribed as SubscribedFrame
+from .._core.resume import ResumePosition
 from .broker import Broker
 from .topics import TopicRegistry
 
@@ -74,9 +75,7 @@ class HubSubscription:
         self._live = 0
         self._overflowed = False
         self._wake = anyio.Event()
-        self._epoch: str | None = None
-        self._offset: int | None = None
-        self._kind: str | None = None
+        self._position = ResumePosition()
         self._ready: Subscribed | None = None
         self._finished = False
         self._closed = False
@@ -86,17 +85,17 @@ class HubSubscription:
     @property
     def epoch(self) -> str | None:
         """The epoch of the last item read or queued."""
-        return self._epoch
+        return self._position.epoch
 
     @property
     def offset(self) -> int | None:
         """The offset of the last item read or queued: where a resume would start."""
-        return self._offset
+        return self._position.offset
 
     @property
     def kind(self) -> str | None:
         """``"stream"``, ``"state"`` or None (nothing written yet)."""
-        return self._kind
+        return self._position.kind
 
     async def ready(self) -> Subscribed:
         """Where the subscription started: the topic's ``epoch``, ``offset`` and ``kind`` then.
@@ -169,18 +168,18 @@ class HubSubscription:
             topic,
             self,
             now=anyio.current_time(),
-            epoch=self._epoch if resume else None,
-            offset=self._offset if resume else None,
+            epoch=self._position.epoch if resume else None,
+            offset=self._position.offset if resume else None,
             last=None if resume else self._last,
         )
         self._overflowed = False
         answer = parse_server_frames(frames[0])[0]
         assert isinstance(answer, SubscribedFrame)
-        self._queue.extend(self._on_answer(answer))
+        self._queue.extend(self._position.take_answer(answer))
         for encoded in frames[1:]:
             frame = parse_server_frames(encoded)[0]
             if isinstance(frame, Event):
-                item = self._on_event(frame)
+                item = self._position.take_event(frame)
                 if item is not None:
                     self._queue.append(item)
             elif isinstance(frame, End):
@@ -216,51 +215,10 @@ class HubSubscription:
         frame = parse_server_frames(entry)[0]
         if isinstance(frame, Event):
             self._live -= 1
-            return self._on_event(frame)
+            return self._position.take_event(frame)
         if isinstance(frame, End):
             return self._take(_END)
         if isinstance(frame, SubscribedFrame):  # an unasked reset: the broker lost our position
-            items = self._on_answer(frame)
+            items = self._position.take_answer(frame)
             self._queue.extendleft(reversed(items))
         return None
-
-    def _on_answer(self, frame: SubscribedFrame) -> list[SubscriptionItem]:
-        items: list[SubscriptionItem] = []
-        previous_epoch, previous_offset = self._epoch, self._offset
-        if frame.kind is not None:
-            self._kind = frame.kind
-        start = max(frame.offset - frame.replayed, 0)  # the replayed events end at frame.offset
-        if isinstance(frame, Reset):
-            items.append(
-                ResetItem(
-                    frame.topic,
-                    frame.epoch,
-                    frame.offset,
-                    previous_epoch,
-                    previous_offset,
-                    frame.kind,
-                    frame.snapshot,
-                    frame.has_snapshot,
-                )
-            )
-            self._epoch, self._offset = frame.epoch, start
-            return items
-        if previous_epoch is not None and previous_epoch == frame.epoch:
-            # Resumed: a state topic is caught up by its value rather than by replay.
-            position = previous_offset or 0
-            if frame.has_snapshot and frame.offset > position and frame.replayed == 0:
-                items.append(SnapshotItem(frame.topic, frame.epoch, frame.offset, frame.snapshot))
-                position = frame.offset
-            self._offset = position
-            return items
-        self._epoch, self._offset = frame.epoch, start
-        if frame.has_snapshot:
-            items.append(SnapshotItem(frame.topic, frame.epoch, frame.offset, frame.snapshot))
-            self._offset = max(start, frame.offset)
-        return items
-
-    def _on_event(self, frame: Event) -> EventItem | None:
-        if self._epoch is None or (self._offset is not None and frame.offset <= self._offset):
-            return None  # a duplicate (replay and live overlap), or before our answer
-        self._offset = frame.offset
-        return EventItem(frame.topic, self._epoch, frame.offset, frame.data)
