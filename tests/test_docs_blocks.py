@@ -8,8 +8,8 @@ right before it says otherwise (``<!-- doc-test: KIND ARGS -->``):
   then each client and the server must exit 0.
 - ``client NAME``: a client of the server block NAME (see above).
 - ``serve PORT``: a server that runs until stopped: it is started, must accept connections on
-  PORT, and is then stopped with SIGINT (Ctrl-C), which must end it with ``KeyboardInterrupt``
-  and no other error.
+  PORT and print a line once it is ready (what it does before it serves is done), and is then
+  stopped with SIGINT (Ctrl-C), which must end it with ``KeyboardInterrupt`` and no other error.
 - ``fragment FILE``: a fragment; FILE (under ``tests/doc_blocks/``) is a program with a line
   ``# doc-block`` (or ``pass  # doc-block``, where Python needs a statement) that the block
   replaces, indented as that line; the result runs as a script.
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import shutil
 import signal
 import socket
@@ -156,6 +157,18 @@ def wait_listening(proc: subprocess.Popen[str], port: int, what: str) -> None:
             time.sleep(0.05)
 
 
+def wait_ready_line(proc: subprocess.Popen[str], what: str) -> str:
+    """The first line the server prints, within ``TIMEOUT``."""
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], TIMEOUT)
+    line = proc.stdout.readline() if ready else ""
+    if not line:
+        proc.kill()
+        out, err = proc.communicate()
+        pytest.fail(f"{what} printed no line to say it is ready within {TIMEOUT:g} s:\n{out}\n{err}")
+    return line
+
+
 @contextmanager
 def redis_for(block: Block, tmp: Path) -> Iterator[str | None]:
     if not block.redis:
@@ -256,6 +269,7 @@ def test_block(block: Block, tmp_path: Path) -> None:
             code = prepared(code, port=(block.args[-1], port))
             proc = start(code, tmp_path, "server", redis_url)
             wait_listening(proc, port, block.where)
+            wait_ready_line(proc, block.where)  # its start-up work is done: Ctrl-C interrupts no I/O
             proc.send_signal(signal.SIGINT)
             _, out, err = finish(proc, f"{block.where} after Ctrl-C", 20)
             assert "KeyboardInterrupt" in err, f"{block.where} (exit {proc.returncode}):\n{out}\n{err}"
