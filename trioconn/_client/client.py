@@ -51,6 +51,7 @@ import trio
 import trio_websocket
 
 from .._core.backoff import Backoff, BackoffPolicy
+from .._core.codec import JsonCodec, JsonDumps, JsonLoads, check_hook
 from .._core.decision import AttemptEnd, EndKind, Tally, decide
 from .._core.exceptions import (
     ConnectionBroken,
@@ -66,7 +67,6 @@ from .._core.protocol import (
     Publish,
     Unsubscribe,
     Welcome,
-    encode_data,
     parse_server_frames,
     validate_topic,
 )
@@ -197,8 +197,13 @@ class Client:
         transport: Transport | None = None,
         rng: random.Random | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        json_dumps: JsonDumps | None = None,
+        json_loads: JsonLoads | None = None,
     ) -> None:
         self._url = _check_url(url)
+        check_hook("json_dumps", json_dumps)
+        check_hook("json_loads", json_loads)
+        self._codec = JsonCodec(json_dumps, json_loads)
         if token_provider is not None and not callable(token_provider):
             raise TypeError("token_provider must be an async callable returning a str, or None")
         self._token_provider = token_provider
@@ -368,7 +373,12 @@ class Client:
             TypeError: an argument of the wrong type.
         """
         return Subscription(
-            topic, last=last, buffer_size=buffer_size, register=self._register, unregister=self._unregister
+            topic,
+            last=last,
+            buffer_size=buffer_size,
+            register=self._register,
+            unregister=self._unregister,
+            decode=self._codec.decode_item if self._codec.loads is not None else None,
         )
 
     async def _register(self, sub: Subscription) -> None:
@@ -420,7 +430,7 @@ class Client:
             ReconnectFailed: the client has failed for good.
         """
         validate_topic(topic)
-        encode_data(data)  # TypeError now, not after waiting for a link
+        data_json = self._codec.encode(data)  # TypeError now, not after waiting for a link
         while True:
             link = await self._wait_link()
             ref = next(self._refs)
@@ -428,7 +438,7 @@ class Client:
             link.pending[ref] = pending
             try:
                 try:
-                    await link.send(Publish(topic, data, ref).to_json())
+                    await link.send(Publish(topic, None, ref).to_json(data_json=data_json))
                 except LinkClosing:
                     continue  # nothing left this process: safe to wait for the next link
                 await pending.done.wait()
@@ -673,6 +683,8 @@ def connect(
     transport: Transport | None = None,
     rng: random.Random | None = None,
     ssl_context: ssl.SSLContext | None = None,
+    json_dumps: JsonDumps | None = None,
+    json_loads: JsonLoads | None = None,
 ) -> AbstractAsyncContextManager[Client]:
     """Connect to a trioconn Hub and keep the connection up until the block ends.
 
@@ -699,6 +711,13 @@ def connect(
             CA (default: ``ssl.create_default_context()``, the system's CAs). Only with
             ``wss://`` and the default transport. A certificate that fails verification fails
             the client at once (``UntrustedCertificate``): retrying cannot fix it.
+        json_dumps: encodes the data of ``publish`` (``str`` or UTF-8 ``bytes``, e.g.
+            ``orjson.dumps`` or ``functools.partial(json.dumps, default=...)``). None: the
+            standard library, strict. The text is checked as the protocol demands.
+        json_loads: decodes received data (events, snapshots) before a subscription yields it,
+            e.g. ``functools.partial(json.loads, object_hook=...)``; it is called in the task
+            iterating the subscription, and an exception it raises comes out of ``async for``
+            for that item. None: data as parsed.
 
     Returns:
         An async context manager yielding the ``Client``.
@@ -721,6 +740,8 @@ def connect(
         transport=transport,
         rng=rng,
         ssl_context=ssl_context,
+        json_dumps=json_dumps,
+        json_loads=json_loads,
     )
     return _run_client(client)
 

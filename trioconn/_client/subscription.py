@@ -50,6 +50,7 @@ class Subscription:
         buffer_size: int,
         register: Callable[[Subscription], Awaitable[None]],
         unregister: Callable[[Subscription], Awaitable[None]],
+        decode: Callable[[SubscriptionItem], SubscriptionItem] | None = None,
     ) -> None:
         self.topic = validate_topic(topic)
         if last is not None:
@@ -64,6 +65,8 @@ class Subscription:
         self._last = last
         self._register = register
         self._unregister = unregister
+        #: the client's ``json_loads`` applied to each item's data as the consumer takes it
+        self._decode = decode
         self._send, self._receive = trio.open_memory_channel[SubscriptionItem](buffer_size)
         self._entered = False
         self._exited = False
@@ -124,11 +127,12 @@ class Subscription:
         if not self._entered:
             raise RuntimeError("use 'async with client.subscribe(topic) as sub:' before iterating")
         try:
-            return await self._receive.receive()
+            item = await self._receive.receive()
         except (trio.EndOfChannel, trio.ClosedResourceError):
             if self._error is not None:
                 raise self._error from None
             raise StopAsyncIteration from None
+        return item if self._decode is None else self._decode(item)
 
     # ------------------------------------------------------- driven by the client's reader task
 

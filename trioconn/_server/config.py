@@ -12,6 +12,7 @@ from typing import Any, Literal, TypedDict, get_args
 
 import attrs
 
+from .._core.codec import JsonDumps, JsonLoads
 from .._core.protocol import MAX_HEARTBEAT, MIN_HEARTBEAT
 
 __all__ = ["Authenticate", "Authorize", "HandshakeRequest", "HubConfig", "HubSettings", "RefuseWith"]
@@ -143,6 +144,15 @@ class HubConfig:
         authorize: ``(identity, topic, action) -> bool`` (sync or async), action being
             ``"subscribe"`` or ``"publish"``. Without it, subscribing is allowed and client
             publishing is refused.
+        json_dumps: encodes published data and state values as JSON text, once per write
+            (``str`` or UTF-8 ``bytes``, e.g. ``orjson.dumps`` or
+            ``functools.partial(json.dumps, default=...)``). None: the standard library, strict.
+            Frames stay JSON text encoded by trioconn; the produced text is checked (finite
+            numbers, at most 32 levels deep) and a hook that raises makes ``publish`` raise
+            ``TypeError``. With ``RedisBroker`` it encodes what this process writes.
+        json_loads: decodes data that clients ``publish`` before it is stored (and before
+            application code sees it); an exception it raises refuses the publication with
+            ``invalid-field``. None: data is used as parsed.
 
     Raises:
         ValueError, TypeError: a setting is invalid; the message says which and why.
@@ -172,6 +182,8 @@ class HubConfig:
     )
     authorize: Authorize | None = attrs.field(default=None, validator=_optional_callable("authorize"))
     refuse_with: RefuseWith = attrs.field(default="http", validator=_refuse_with)
+    json_dumps: JsonDumps | None = attrs.field(default=None, validator=_optional_callable("json_dumps"))
+    json_loads: JsonLoads | None = attrs.field(default=None, validator=_optional_callable("json_loads"))
 
     def __attrs_post_init__(self) -> None:
         for name in ("heartbeat_interval", "heartbeat_timeout"):
@@ -221,3 +233,5 @@ class HubSettings(TypedDict, total=False):
     authenticate: Authenticate | None
     authorize: Authorize | None
     refuse_with: RefuseWith
+    json_dumps: JsonDumps | None
+    json_loads: JsonLoads | None

@@ -36,6 +36,7 @@ import attrs
 from anyio.abc import TaskGroup, TaskStatus
 from typing_extensions import Unpack
 
+from .._core.codec import JsonCodec
 from .._core.exceptions import HandshakeRejected, HubStopped
 from .broker import Broker, MemoryBroker
 from .config import HandshakeRequest, HubConfig, HubSettings
@@ -98,12 +99,14 @@ class BaseHub:
         elif settings:
             raise TypeError(f"give settings in config or as keywords, not both (got {sorted(settings)})")
         self.config = config
+        self._codec = JsonCodec(config.json_dumps, config.json_loads)
         self._registry = TopicRegistry(
             history_size=config.history_size,
             ended_retention=config.ended_retention,
             history_bytes=config.history_bytes,
             idle_retention=config.idle_retention,
             max_topics=config.max_topics,
+            encode_data=self._codec.encode,
         )
         if broker is not None and not isinstance(broker, Broker):
             raise TypeError(f"broker must be a trioconn Broker, not {type(broker).__name__}")
@@ -114,7 +117,7 @@ class BaseHub:
             config=config,
             registry=self._registry,
             broker=self._broker,
-            publish=self.publish,
+            publish=self._publish_from_client,
             closing=self._release_subscriptions,
             finished=self._connection_finished,
         )
@@ -321,6 +324,16 @@ class BaseHub:
         self._check_running()
         offset = await self._broker.write(topic, "stream", data)
         return offset
+
+    async def _publish_from_client(self, topic: str, data: Any) -> int:
+        """A client's ``publish``: its data goes through ``json_loads`` first (a ``TypeError``
+        when the hook refuses it, which the connection answers with ``invalid-field``)."""
+        if self._codec.loads is not None:
+            try:
+                data = self._codec.decode(data)
+            except Exception as exc:
+                raise TypeError(f"was refused by json_loads: {exc}") from exc
+        return await self.publish(topic, data)
 
     def set_state_nowait(self, topic: str, value: Any) -> int:
         """Set state topic ``topic`` to ``value``: new subscribers get it as their snapshot.
