@@ -265,17 +265,84 @@ async def test_hub_json_loads_decodes_what_clients_publish_and_can_refuse_it(aut
         return {**value, "checked": True} if isinstance(value, dict) else value
 
     hub = trioconn.Hub(authorize=allow_all, json_loads=loads)
-    async with open_memory_link(hub.serve_stream) as link, trio.open_nursery() as nursery:
+    async with (
+        open_memory_link(hub.serve_stream) as link,
+        hub.publications("jobs") as publications,
+        trio.open_nursery() as nursery,
+    ):
         client = await nursery.start(connected, link)
         async with client.subscribe("jobs") as sub:
             assert await client.publish("jobs", {"pct": 5}) == 1
             item = await sub.__anext__()
             assert item.data == {"pct": 5, "checked": True}
+            publication = await publications.__anext__()  # what the application reads: decoded
+            assert (publication.offset, publication.data) == (1, {"pct": 5, "checked": True})
             with pytest.raises(ServerError, match="pct must be from 0 to 100") as info:
                 await client.publish("jobs", {"pct": 500})
             assert info.value.code == "invalid-field"
         assert hub.statistics().topics["jobs"].offset == 1
         nursery.cancel_scope.cancel()
+
+
+async def test_requests_and_replies_go_through_the_hooks_on_both_sides(autojump_clock):
+    """Client ``json_dumps`` → hub ``json_loads`` → handler → hub ``json_dumps`` → client ``json_loads``."""
+    seen: list[Any] = []
+
+    def revive(obj: dict) -> Any:
+        return datetime.datetime.fromisoformat(obj["$dt"]) if "$dt" in obj else obj
+
+    def tag(value: Any) -> Any:
+        if isinstance(value, datetime.datetime):
+            return {"$dt": value.isoformat()}
+        raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+    dumps, loads = partial(json.dumps, default=tag), partial(json.loads, object_hook=revive)
+
+    def hub_loads(text: str) -> Any:
+        value = loads(text)
+        if isinstance(value, dict) and value.get("days", 0) < 0:
+            raise ValueError("days must not be negative")
+        return value
+
+    hub = trioconn.Hub(json_dumps=dumps, json_loads=hub_loads)
+
+    @hub.on_request("clock/add")
+    def add(request: Any) -> Any:
+        seen.append(request.data)
+        return request.data["at"] + datetime.timedelta(days=request.data["days"])
+
+    async with open_memory_link(hub.serve_stream) as link, trio.open_nursery() as nursery:
+        client = await nursery.start(partial(connected, json_dumps=dumps, json_loads=loads), link)
+        answer = await client.request("clock/add", {"at": AT, "days": 1})
+        assert answer == AT + datetime.timedelta(days=1)
+        assert seen == [{"at": AT, "days": 1}]  # the handler got a datetime, not text
+        with pytest.raises(ServerError, match="refused by json_loads: days must not be negative") as info:
+            await client.request("clock/add", {"at": AT, "days": -1})
+        assert info.value.code == "invalid-field" and len(seen) == 1  # the handler never ran
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_reply_the_hubs_json_dumps_cannot_encode_is_request_failed(autojump_clock, caplog):
+    hub = trioconn.Hub()
+    hub.on_request("now", lambda request: datetime.datetime.now(datetime.UTC))
+    async with open_memory_link(hub.serve_stream) as link, trio.open_nursery() as nursery:
+        client = await nursery.start(connected, link)
+        with pytest.raises(ServerError) as info:
+            await client.request("now", None)
+        assert info.value.code == "request-failed"
+        nursery.cancel_scope.cancel()
+    assert "not JSON serializable" in caplog.text
+
+
+async def test_hub_subscribe_followers_get_data_through_the_hubs_json_loads(autojump_clock):
+    hub = trioconn.Hub(json_loads=partial(json.loads, object_hook=lambda obj: SimpleNamespace(**obj)))
+    hub.set_state_nowait("job", {"pct": 1})
+    async with hub.subscribe("job") as job:
+        first = await job.__anext__()
+        assert isinstance(first, SnapshotItem) and first.data == SimpleNamespace(pct=1)
+        hub.set_state_nowait("job", {"pct": 2})
+        second = await job.__anext__()
+        assert isinstance(second, EventItem) and second.data == SimpleNamespace(pct=2)
 
 
 # -- Redis ---------------------------------------------------------------------------------------------

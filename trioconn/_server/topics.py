@@ -51,7 +51,15 @@ from typing import Any, Literal, Protocol, TypeAlias
 import attrs
 
 from .._core.exceptions import TooManyTopics, TopicEnded
-from .._core.protocol import End, Reset, Subscribed, encode_data, encode_event_json, validate_topic
+from .._core.protocol import (
+    End,
+    PresenceMember,
+    Reset,
+    Subscribed,
+    encode_data,
+    encode_event_json,
+    validate_topic,
+)
 
 __all__ = [
     "Applied",
@@ -112,6 +120,8 @@ class TopicStatistics:
     history: int
     ended: bool
     history_bytes: int = 0
+    #: client subscriptions of the topic on this hub process (``hub.presence(topic)``)
+    members: int = 0
 
 
 def new_epoch() -> str:
@@ -154,7 +164,7 @@ class Topic:
         while history and (len(history) > self.history_size or self.history_used > self.history_bytes):
             self.history_used -= len(history.popleft()[1])
 
-    def statistics(self) -> TopicStatistics:
+    def statistics(self, members: int = 0) -> TopicStatistics:
         return TopicStatistics(
             self.name,
             self.kind,
@@ -164,6 +174,7 @@ class Topic:
             len(self.history),
             self.ended,
             self.history_used,
+            members,
         )
 
     def _replay_after(self, offset: int) -> list[str] | None:
@@ -482,11 +493,13 @@ class TopicRegistry:
         offset: int | None = None,
         last: int | None = None,
         ref: str | int | None = None,
+        presence: tuple[PresenceMember, ...] | None = None,
     ) -> list[str]:
         """Register ``sub`` on ``name`` and return the frames it must be sent first, in order.
 
         The first frame is ``subscribed`` (the resume point was honoured, or none was given) or
-        ``reset`` (the resume point is from another epoch or older than history). Replayed
+        ``reset`` (the resume point is from another epoch or older than history); it carries
+        ``presence`` (the topic's members) when given. Replayed
         events follow; for an ended topic, its ``end`` frame closes the list and ``sub`` is not
         registered.
 
@@ -512,6 +525,7 @@ class TopicRegistry:
                 replayed=len(replay),
                 ended=topic.ended,
                 ref=ref,
+                presence=presence,
             ).to_json(snapshot_json=topic.state_json),
             *replay,
         ]

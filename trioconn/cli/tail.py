@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
 async def _tail(args: argparse.Namespace) -> int:
     import trio
 
-    from .. import ClientState, ResetItem, TrioconnError, connect
+    from .. import ClientState, EventItem, ResetItem, SnapshotItem, TrioconnError, connect
 
     async def report(client: Any) -> None:
         opened = False
@@ -138,9 +138,9 @@ async def _tail(args: argparse.Namespace) -> int:
                                 error(PROG, _describe_reset(item))
                             if args.json:
                                 out.write(_line(item_json(item)) + "\n")
-                            elif not isinstance(item, ResetItem):
+                            elif isinstance(item, EventItem | SnapshotItem):
                                 out.write(_line(item.data) + "\n")
-                            elif item.has_snapshot:  # a state topic's current value
+                            elif isinstance(item, ResetItem) and item.has_snapshot:  # a state's value
                                 out.write(_line(item.snapshot) + "\n")
                             out.flush()
                     closed = client.state is ClientState.CLOSED
