@@ -52,6 +52,7 @@ import trio
 import trio_websocket
 
 from .._core.backoff import Backoff, BackoffPolicy
+from .._core.codec import JsonCodec, JsonDumps, JsonLoads, check_hook
 from .._core.decision import AttemptEnd, EndKind, Tally, decide
 from .._core.exceptions import (
     ConnectionBroken,
@@ -69,7 +70,6 @@ from .._core.protocol import (
     Request,
     Unsubscribe,
     Welcome,
-    encode_data,
     parse_server_frames,
     validate_topic,
 )
@@ -142,14 +142,15 @@ def _check_ssl_context(ssl_context: object, url: str, transport: object) -> ssl.
     return ssl_context
 
 
-def _check_data(data: object) -> None:
+def _encode(codec: JsonCodec, data: object) -> str:
+    """``data`` as JSON text (the client's ``json_dumps``, checked); ``TypeError`` saying why not."""
     try:
-        encode_data(data)
+        return codec.encode(data)
     except TypeError as exc:
         message = str(exc)
-        if not message.startswith("data "):
+        if not message.startswith(("data ", "json_dumps ")):
             message = f"data is not JSON-serializable: {message}"
-        raise TypeError(message) from None
+        raise TypeError(message) from exc.__cause__
 
 
 def _check_trio(what: str) -> None:
@@ -230,8 +231,13 @@ class Client:
         transport: Transport | None = None,
         rng: random.Random | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        json_dumps: JsonDumps | None = None,
+        json_loads: JsonLoads | None = None,
     ) -> None:
         self._url = _check_url(url)
+        check_hook("json_dumps", json_dumps)
+        check_hook("json_loads", json_loads)
+        self._codec = JsonCodec(json_dumps, json_loads)
         if token_provider is not None and not callable(token_provider):
             raise TypeError("token_provider must be an async callable returning a str, or None")
         self._token_provider = token_provider
@@ -418,6 +424,7 @@ class Client:
             presence=presence,
             register=self._register,
             unregister=self._unregister,
+            decode=self._codec.decode_item if self._codec.loads is not None else None,
         )
 
     async def _register(self, sub: Subscription) -> None:
@@ -473,7 +480,7 @@ class Client:
             ReconnectFailed: the client has failed for good.
         """
         validate_topic(topic)
-        _check_data(data)  # TypeError now, not after waiting for a link
+        data_json = _encode(self._codec, data)  # TypeError now, not after waiting for a link
         while True:
             link = await self._wait_link()
             ref = next(self._refs)
@@ -484,7 +491,7 @@ class Client:
             link.pending[ref] = pending
             try:
                 try:
-                    await link.send(Publish(topic, data, ref).to_json())
+                    await link.send(Publish(topic, None, ref).to_json(data_json=data_json))
                 except LinkClosing:
                     continue  # nothing left this process: safe to wait for the next link
                 await pending.done.wait()
@@ -513,7 +520,8 @@ class Client:
                 ``math.inf`` for none (bound it with your own cancel scope then).
 
         Returns:
-            The handler's answer (JSON: dict, list, str, int, float, bool or None).
+            The handler's answer (JSON: dict, list, str, int, float, bool or None), through
+            ``json_loads`` if the client has one (an exception it raises comes out of here).
 
         Raises:
             ValueError: invalid topic or ``timeout``.
@@ -527,7 +535,7 @@ class Client:
             ReconnectFailed: the client has failed for good.
         """
         validate_topic(topic)
-        _check_data(data)  # TypeError now, not after waiting for a link
+        data_json = _encode(self._codec, data)  # TypeError now, not after waiting for a link
         if isinstance(timeout, bool) or not isinstance(timeout, int | float):
             raise TypeError(f"timeout must be a number of seconds, not {type(timeout).__name__}")
         if not timeout > 0:  # NaN too
@@ -544,7 +552,7 @@ class Client:
                 link.pending[ref] = pending
                 try:
                     try:
-                        await link.send(Request(topic, data, ref).to_json())
+                        await link.send(Request(topic, None, ref).to_json(data_json=data_json))
                     except LinkClosing:
                         continue  # nothing left this process: safe to wait for the next link
                     sent = True
@@ -553,7 +561,7 @@ class Client:
                     link.abandon(ref)
                 if pending.error is not None:
                     raise pending.error
-                return pending.data
+                return self._codec.decode(pending.data)
         if sent:
             raise RequestTimeout(
                 f"request to {topic!r}: no answer within {timeout:g} s; the handler may or may not have run"
@@ -795,6 +803,8 @@ def connect(
     transport: Transport | None = None,
     rng: random.Random | None = None,
     ssl_context: ssl.SSLContext | None = None,
+    json_dumps: JsonDumps | None = None,
+    json_loads: JsonLoads | None = None,
 ) -> AbstractAsyncContextManager[Client]:
     """Connect to a trioconn Hub and keep the connection up until the block ends.
 
@@ -821,6 +831,13 @@ def connect(
             CA (default: ``ssl.create_default_context()``, the system's CAs). Only with
             ``wss://`` and the default transport. A certificate that fails verification fails
             the client at once (``UntrustedCertificate``): retrying cannot fix it.
+        json_dumps: encodes the data of ``publish`` and ``request`` (``str`` or UTF-8 ``bytes``, e.g.
+            ``orjson.dumps`` or ``functools.partial(json.dumps, default=...)``). None: the
+            standard library, strict. The text is checked as the protocol demands.
+        json_loads: decodes received data (events, snapshots) before a subscription yields it,
+            e.g. ``functools.partial(json.loads, object_hook=...)``; it is called in the task
+            iterating the subscription, and an exception it raises comes out of ``async for``
+            for that item; also the answer of ``request``. None: data as parsed.
 
     Returns:
         An async context manager yielding the ``Client``.
@@ -846,6 +863,8 @@ def connect(
         transport=transport,
         rng=rng,
         ssl_context=ssl_context,
+        json_dumps=json_dumps,
+        json_loads=json_loads,
     )
     return _run_client(client)
 

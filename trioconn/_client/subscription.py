@@ -98,6 +98,7 @@ class Subscription:
         presence: bool = False,
         register: Callable[[Subscription], Awaitable[None]],
         unregister: Callable[[Subscription], Awaitable[None]],
+        decode: Callable[[Item], Item] | None = None,
     ) -> None:
         self.topic = validate_topic(topic)
         if last is not None:
@@ -115,6 +116,8 @@ class Subscription:
         self.presence = presence
         self._register = register
         self._unregister = unregister
+        #: the client's ``json_loads`` applied to each item's data as the consumer takes it
+        self._decode = decode
         self._send, self._receive = trio.open_memory_channel[Item](buffer_size)
         #: items queued when the subscription joined an answered feed (read before the channel).
         self._backlog: deque[Item] = deque()
@@ -217,13 +220,15 @@ class Subscription:
             raise RuntimeError("use 'async with client.subscribe(topic) as sub:' before iterating")
         if self._backlog:
             await trio.lowlevel.checkpoint()
-            return self._backlog.popleft()
+            item = self._backlog.popleft()
+            return item if self._decode is None else self._decode(item)
         try:
-            return await self._receive.receive()
+            item = await self._receive.receive()
         except (trio.EndOfChannel, trio.ClosedResourceError):
             if self._error is not None:
                 raise self._error from None
             raise StopAsyncIteration from None
+        return item if self._decode is None else self._decode(item)
 
     # ------------------------------------------------------- driven by the feed and the client
 

@@ -55,6 +55,7 @@ __all__ = [
     "Unsubscribed",
     "Welcome",
     "close_action",
+    "check_data_json",
     "encode_batch",
     "encode_data",
     "encode_event",
@@ -148,6 +149,21 @@ def encode_data(data: Any) -> str:
     text = dumps(data)
     if json_depth_exceeds(text, MAX_DATA_DEPTH):
         raise TypeError(f"data is nested more than {MAX_DATA_DEPTH} levels deep")
+    return text
+
+
+def check_data_json(text: str) -> str:
+    """Return ``text`` if it is data ``encode_data`` could have made, else raise ``TypeError``.
+
+    For data encoded by someone else (a ``json_dumps`` hook): one JSON value, finite numbers
+    only, nested at most ``MAX_DATA_DEPTH`` deep, so nothing reaches a peer that it would refuse.
+    """
+    if json_depth_exceeds(text, MAX_DATA_DEPTH):
+        raise TypeError(f"data is nested more than {MAX_DATA_DEPTH} levels deep")
+    try:
+        _loads(text)
+    except ValueError as exc:  # NaN, Infinity, 1e999, not JSON at all
+        raise TypeError(f"data is not strict JSON: {exc}") from None
     return text
 
 
@@ -401,8 +417,16 @@ class Publish:
     data: Any
     ref: Ref = None
 
-    def to_json(self) -> str:
-        return dumps(_with({"type": "publish", "topic": self.topic, "data": self.data}, ref=self.ref))
+    def to_json(self, *, data_json: str | None = None) -> str:
+        """Encode the frame; ``data_json`` is the data as already-encoded JSON (``data`` unused)."""
+        if data_json is None:
+            return dumps(_with({"type": "publish", "topic": self.topic, "data": self.data}, ref=self.ref))
+        return (
+            dumps(_with({"type": "publish", "topic": self.topic}, ref=self.ref))[:-1]
+            + ',"data":'
+            + data_json
+            + "}"
+        )
 
 
 @attrs.frozen
@@ -414,8 +438,12 @@ class Request:
     data: Any
     ref: str | int
 
-    def to_json(self) -> str:
-        return dumps({"type": "request", "topic": self.topic, "data": self.data, "ref": self.ref})
+    def to_json(self, *, data_json: str | None = None) -> str:
+        """Encode the frame; ``data_json`` is the data as already-encoded JSON (``data`` unused)."""
+        if data_json is None:
+            return dumps({"type": "request", "topic": self.topic, "data": self.data, "ref": self.ref})
+        head = dumps({"type": "request", "topic": self.topic, "ref": self.ref})
+        return head[:-1] + ',"data":' + data_json + "}"
 
 
 ClientFrame: TypeAlias = Subscribe | Unsubscribe | Pong | Publish | Request
@@ -682,9 +710,11 @@ class Reply:
     ref: str | int
     data: Any
 
-    def to_json(self) -> str:
-        """Encode; ``TypeError`` if ``data`` cannot be sent (see ``encode_data``)."""
-        return '{"type":"reply","ref":' + dumps(self.ref) + ',"data":' + encode_data(self.data) + "}"
+    def to_json(self, *, data_json: str | None = None) -> str:
+        """Encode; ``TypeError`` if ``data`` cannot be sent (see ``encode_data``). ``data_json``
+        is the data as already-encoded JSON (``data`` unused)."""
+        data_json = encode_data(self.data) if data_json is None else data_json
+        return '{"type":"reply","ref":' + dumps(self.ref) + ',"data":' + data_json + "}"
 
 
 @attrs.frozen

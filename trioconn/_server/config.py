@@ -12,6 +12,7 @@ from typing import Any, Literal, TypedDict, get_args
 
 import attrs
 
+from .._core.codec import JsonDumps, JsonLoads
 from .._core.protocol import MAX_HEARTBEAT, MIN_HEARTBEAT, encode_data
 
 __all__ = [
@@ -194,6 +195,16 @@ class HubConfig:
             ``request-timeout`` and the handler is cancelled.
         max_requests_in_flight: requests of one connection that may be unanswered at once;
             more are refused with ``too-many-requests``.
+        json_dumps: encodes published data and state values as JSON text, once per write
+            (``str`` or UTF-8 ``bytes``, e.g. ``orjson.dumps`` or
+            ``functools.partial(json.dumps, default=...)``). None: the standard library, strict.
+            Frames stay JSON text encoded by trioconn; the produced text is checked (finite
+            numbers, at most 32 levels deep) and a hook that raises makes ``publish`` raise
+            ``TypeError``. With ``RedisBroker`` it encodes what this process writes. It also
+            encodes what request handlers answer.
+        json_loads: decodes what application code reads: the data of clients' ``publish``
+            (before it is stored) and ``request`` frames (an exception it raises refuses them
+            with ``invalid-field``), and the items of ``hub.subscribe``. None: data as parsed.
 
     Raises:
         ValueError, TypeError: a setting is invalid; the message says which and why.
@@ -225,6 +236,8 @@ class HubConfig:
     refuse_with: RefuseWith = attrs.field(default="http", validator=_refuse_with)
     request_timeout: float = attrs.field(default=10.0, validator=_positive("request_timeout"))
     max_requests_in_flight: int = attrs.field(default=16, validator=_positive_int("max_requests_in_flight"))
+    json_dumps: JsonDumps | None = attrs.field(default=None, validator=_optional_callable("json_dumps"))
+    json_loads: JsonLoads | None = attrs.field(default=None, validator=_optional_callable("json_loads"))
 
     def __attrs_post_init__(self) -> None:
         for name in ("heartbeat_interval", "heartbeat_timeout"):
@@ -276,3 +289,5 @@ class HubSettings(TypedDict, total=False):
     refuse_with: RefuseWith
     request_timeout: float
     max_requests_in_flight: int
+    json_dumps: JsonDumps | None
+    json_loads: JsonLoads | None

@@ -48,6 +48,7 @@ import anyio
 import attrs
 from anyio.abc import TaskGroup
 
+from .._core.codec import JsonCodec
 from .._core.exceptions import BrokerUnavailable, ProtocolError, TooManyTopics, TopicEnded
 from .._core.protocol import (
     Error,
@@ -80,6 +81,9 @@ __all__ = ["ConnectionStatistics", "HubServices", "ServerConnection"]
 
 logger = logging.getLogger("trioconn")
 
+#: what ``_decode`` returns for data the hub's ``json_loads`` refused
+_REFUSED: Any = object()
+
 #: How long the close handshake may take once the connection's tasks are done.
 CLOSE_TIMEOUT = 2.0
 
@@ -105,6 +109,9 @@ class HubServices:
     published: Callable[[Publication], None]
     #: where failing request handlers are logged, at most once per handler per 10 s
     log: RateLimitedLog
+    #: the hub's ``json_dumps``/``json_loads``: what clients publish and request is decoded
+    #: with it before application code sees it, and replies are encoded with it
+    codec: JsonCodec = attrs.field(factory=JsonCodec)
 
 
 @attrs.frozen
@@ -444,8 +451,11 @@ class ServerConnection:
             return
         if self._tasks is None or self.close_code is not None:
             return  # closing: nobody is left to answer
+        data = self._decode(frame)
+        if data is _REFUSED:
+            return
         self._in_flight += 1
-        request = HandlerRequest(frame.topic, frame.data, self.identity, self.session)
+        request = HandlerRequest(frame.topic, data, self.identity, self.session)
         self._tasks.start_soon(self._answer, frame, request, found)
 
     async def _answer(
@@ -453,7 +463,12 @@ class ServerConnection:
     ) -> None:
         try:
             encoded = await answer(
-                frame, request, found, seconds=self._config.request_timeout, log=self._services.log
+                frame,
+                request,
+                found,
+                seconds=self._config.request_timeout,
+                log=self._services.log,
+                encode=self._services.codec.encode,
             )
             self._queue(encoded)
         finally:
@@ -501,9 +516,24 @@ class ServerConnection:
             presence.join(frame.topic, member, self, receives=allowed.presence)
         self._queue(*frames)
 
-    async def _publish(self, frame: Publish) -> None:
+    def _decode(self, frame: Publish | Request) -> Any:
+        """The frame's data through the hub's ``json_loads``, or ``_REFUSED`` (the client was
+        answered ``invalid-field``) when the hook raised."""
+        codec = self._services.codec
+        if codec.loads is None:
+            return frame.data
         try:
-            offset = await self._services.publish(frame.topic, frame.data)
+            return codec.decode(frame.data)
+        except Exception as exc:
+            self._refuse(frame, ErrorCode.INVALID_FIELD, f"field 'data' was refused by json_loads: {exc}")
+            return _REFUSED
+
+    async def _publish(self, frame: Publish) -> None:
+        data = self._decode(frame)
+        if data is _REFUSED:
+            return
+        try:
+            offset = await self._services.publish(frame.topic, data)
         except TopicEnded as exc:
             self._refuse(frame, ErrorCode.TOPIC_ENDED, str(exc))
         except TooManyTopics as exc:
@@ -516,9 +546,7 @@ class ServerConnection:
             self._refuse(frame, ErrorCode.INTERNAL, str(exc))
         else:
             self._queue(Published(frame.topic, offset, frame.ref).to_json())
-            self._services.published(
-                Publication(frame.topic, frame.data, offset, self.identity, self.session)
-            )
+            self._services.published(Publication(frame.topic, data, offset, self.identity, self.session))
 
     async def _authorized(self, topic: str, action: str) -> Allow | None:
         """What ``authorize`` says: an ``Allow`` (``True`` is ``Allow()``), or None if refused.

@@ -22,6 +22,7 @@ decodes them when they are read, so the publisher's path stays as cheap as for a
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import Self
 
 import anyio
@@ -64,12 +65,15 @@ class HubSubscription:
         buffer_size: int,
         registry: TopicRegistry,
         broker: Broker,
+        decode: Callable[[SubscriptionItem], SubscriptionItem] | None = None,
     ) -> None:
         self.topic = topic
         self._last = last
         self._buffer_size = buffer_size
         self._registry = registry
         self._broker = broker
+        #: the hub's ``json_loads`` applied to each item's data as the reader takes it
+        self._decode = decode
         #: encoded frames from the registry (live) and items already made from an answer
         self._queue: deque[str | SubscriptionItem | _End] = deque()
         self._live = 0
@@ -116,7 +120,7 @@ class HubSubscription:
             if self._queue:
                 item = self._take(self._queue.popleft())
                 if item is not None:
-                    return item
+                    return item if self._decode is None else self._decode(item)
                 continue
             if self._finished:
                 raise StopAsyncIteration

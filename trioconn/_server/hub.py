@@ -44,6 +44,7 @@ import attrs
 from anyio.abc import TaskGroup, TaskStatus
 from typing_extensions import Unpack
 
+from .._core.codec import JsonCodec
 from .._core.exceptions import HandshakeRejected, HubStopped, TrioconnError
 from .._core.protocol import validate_topic
 from .._core.ratelog import RateLimitedLog
@@ -115,12 +116,14 @@ class BaseHub:
         elif settings:
             raise TypeError(f"give settings in config or as keywords, not both (got {sorted(settings)})")
         self.config = config
+        self._codec = JsonCodec(config.json_dumps, config.json_loads)
         self._registry = TopicRegistry(
             history_size=config.history_size,
             ended_retention=config.ended_retention,
             history_bytes=config.history_bytes,
             idle_retention=config.idle_retention,
             max_topics=config.max_topics,
+            encode_data=self._codec.encode,
         )
         if broker is not None and not isinstance(broker, Broker):
             raise TypeError(f"broker must be a trioconn Broker, not {type(broker).__name__}")
@@ -145,6 +148,7 @@ class BaseHub:
             requests=self._requests,
             published=self._published,
             log=RateLimitedLog(logger, anyio.current_time),
+            codec=self._codec,
         )
         self._connections: dict[str, ServerConnection] = {}
         self._disconnects: Counter[str] = Counter()
@@ -470,7 +474,12 @@ class BaseHub:
         _check_count(buffer_size, "buffer_size", minimum=1)
         self._check_running("subscribe")
         follower = HubSubscription(
-            topic, last=last, buffer_size=buffer_size, registry=self._registry, broker=self._broker
+            topic,
+            last=last,
+            buffer_size=buffer_size,
+            registry=self._registry,
+            broker=self._broker,
+            decode=self._codec.decode_item if self._codec.loads is not None else None,
         )
         self._followers.add(follower)
         try:

@@ -23,7 +23,7 @@ import anyio
 import attrs
 
 from .._core.exceptions import RequestRefused
-from .._core.protocol import Error, ErrorCode, Reply
+from .._core.protocol import Error, ErrorCode, Reply, encode_data
 from .._core.protocol import Request as RequestFrame
 from .._core.ratelog import RateLimitedLog
 from .patterns import TopicPattern
@@ -96,8 +96,12 @@ async def answer(
     *,
     seconds: float,
     log: RateLimitedLog,
+    encode: Callable[[Any], str] = encode_data,
 ) -> str:
     """Run the handler within ``seconds`` (``request_timeout``); return the ``reply`` or ``error``.
+
+    ``encode`` turns the handler's answer into JSON text (the hub's ``json_dumps``, checked); an
+    answer it cannot encode is ``request-failed``, like a handler that raised.
 
     Cancellation from outside (the connection ended) propagates: there is nobody to answer.
     """
@@ -115,7 +119,7 @@ async def answer(
                 frame.ref,
                 frame.topic,
             ).to_json()
-        return Reply(frame.ref, result).to_json()
+        return Reply(frame.ref, None).to_json(data_json=encode(result))
     except RequestRefused as exc:
         return Error(exc.code, exc.message, frame.ref, frame.topic).to_json()
     except Exception:

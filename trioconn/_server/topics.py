@@ -204,6 +204,7 @@ class TopicRegistry:
         idle_retention: seconds a stream topic without subscribers and writes is kept.
         max_topics: topics this registry holds at most (see the module docstring).
         epoch_factory: makes epochs (replaceable so tests and brokers can choose them).
+        encode_data: turns written data into JSON text (the hub's ``json_dumps``, checked).
     """
 
     def __init__(
@@ -215,6 +216,7 @@ class TopicRegistry:
         idle_retention: float = math.inf,
         max_topics: float = math.inf,
         epoch_factory: Callable[[], str] = new_epoch,
+        encode_data: Callable[[Any], str] = encode_data,
     ) -> None:
         self._topics: dict[str, Topic] = {}
         self.history_size = self._history_size = history_size
@@ -225,6 +227,8 @@ class TopicRegistry:
         #: True when a shared broker owns the topics and this registry only mirrors them.
         self.mirror = False
         self._epoch_factory = epoch_factory
+        #: how every write's data is encoded, here and by a shared broker
+        self.encode_data = encode_data
         self._ended: deque[Topic] = deque()
         #: stream topics with no subscriber, least recently active first
         self._idle: OrderedDict[str, Topic] = OrderedDict()
@@ -321,7 +325,7 @@ class TopicRegistry:
             TypeError: ``data`` is not JSON-serializable or nests too deep.
             TooManyTopics: a new topic is needed and none can be evicted.
         """
-        data_json = encode_data(data)  # before the topic exists: a refused write leaves nothing
+        data_json = self.encode_data(data)  # before the topic exists: a refused write leaves nothing
         topic = self._topic(name, now, evict=True)
         if topic.ended:
             raise TopicEnded(name)
