@@ -100,6 +100,8 @@ def test_tail_prints_every_event_once_in_order_across_a_dropped_link_and_a_hub_r
         ):
             for tail in (plain, full):
                 tail.wait_for(f"^trioconn tail: connected to {url}$", stream="err", timeout=SLOW)
+                # subscribed: what is published from now on reaches it (before, it could miss n=1)
+                tail.wait_for(r"^trioconn tail: following 'log' from offset 0 of epoch ", stream="err")
             for n in (1, 2, 3):
                 assert command(hub1, f'publish log {{"n": {n}}}') == f"offset {n}"
 
@@ -237,6 +239,7 @@ def test_tail_whose_reader_went_away_exits_141_quietly():
         try:
             assert tail.stderr is not None and tail.stdout is not None
             assert "connected" in tail.stderr.readline()
+            assert "following 'log'" in tail.stderr.readline()  # subscribed: nothing is missed
             command(proc, "publish log 1")
             assert tail.stdout.readline() == "1\n"
             tail.stdout.close()  # the reader is gone

@@ -2,7 +2,8 @@
 
 Standard output gets one line per item, and nothing else: the data as JSON text (an event's
 data, a snapshot's value, the snapshot of a reset), or with ``--json`` the whole item as one
-JSON object. Standard error gets what a person watching wants to know: connected, link lost and
+JSON object. Standard error gets what a person watching wants to know: connected, following (the
+hub answered the subscription: whatever is published from then on is printed), link lost and
 reconnecting, and every ``reset`` (events that could not be recovered). The client resumes after
 each reconnect, so each event is printed once, in order, or a reset says what was lost.
 
@@ -126,6 +127,14 @@ async def _tail(args: argparse.Namespace) -> int:
                 delay = max(0.0, change.next_attempt_at - trio.current_time())
                 error(PROG, f"link lost ({change.reason or change.code}); reconnecting in {delay:.1f} s")
 
+    async def announce(sub: Any) -> None:
+        # Once the hub answered: from here on, every event published reaches this tail.
+        try:
+            info = await sub.ready()
+        except TrioconnError:
+            return  # refused, or the client ended first: the iteration reports it
+        error(PROG, f"following {args.topic!r} from offset {info.offset} of epoch {info.epoch}")
+
     out = sys.stdout
     try:
         async with connect(args.url, **connect_options(args)) as client:
@@ -133,6 +142,7 @@ async def _tail(args: argparse.Namespace) -> int:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(report, client)
                     async with client.subscribe(args.topic, last=args.last) as sub:
+                        nursery.start_soon(announce, sub)
                         async for item in sub:
                             if isinstance(item, ResetItem):
                                 error(PROG, _describe_reset(item))
