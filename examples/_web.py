@@ -16,6 +16,7 @@ with 1001 as it does for ``hub.serve``.
 from __future__ import annotations
 
 import logging
+import signal
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -92,6 +93,15 @@ async def serve_with_page(
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.accesslog = None  # it would print the pages' ?token= with every request
     config.errorlog = logging.getLogger("hypercorn")
-    async with hub.running(), trio.open_nursery() as nursery:
-        binds: list[str] = await nursery.start(serve, app, config)
-        task_status.started(int(binds[0].rsplit(":", 1)[1]))
+    # Ctrl-C is taken as a signal here and raised from this task. Left to trio, its
+    # KeyboardInterrupt lands in whichever task runs at that moment, and hypercorn swallows one
+    # that lands in its own tasks (it logs "Error in ASGI Framework", or shuts down quietly):
+    # the program would go on running without serving.
+    with trio.open_signal_receiver(signal.SIGINT) as interrupts:
+        async with hub.running(), trio.open_nursery() as nursery:
+            binds: list[str] = await nursery.start(serve, app, config)
+            task_status.started(int(binds[0].rsplit(":", 1)[1]))
+            async for _ in interrupts:
+                nursery.cancel_scope.cancel()
+                break
+    raise KeyboardInterrupt

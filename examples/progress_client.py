@@ -47,7 +47,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressC
 
 from trioconn import Backoff, EventItem, ResetItem, SnapshotItem, TrioconnError, connect
 
-CONTROL = "jobs/control"
+START = "jobs/start"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -140,14 +140,13 @@ async def follow(args: argparse.Namespace, display: PlainDisplay | BarDisplay) -
         # anyway: a state topic always delivers its current value first).
         async with client.subscribe(f"job/{args.job}") as sub:
             if args.start:
-                await client.publish(
-                    CONTROL, {"start": args.job, "steps": args.steps, "step_seconds": args.step_seconds}
+                # A request: the server's handler answers once the job runs (or refuses it).
+                await client.request(
+                    START, {"job": args.job, "steps": args.steps, "step_seconds": args.step_seconds}
                 )
             async for item in sub:
-                if isinstance(item, SnapshotItem):
-                    state = item.value
-                elif isinstance(item, EventItem):
-                    state = item.data
+                if isinstance(item, SnapshotItem | EventItem):
+                    state = item.data  # a state topic's value, whichever item carried it
                 elif isinstance(item, ResetItem) and item.has_snapshot:
                     state = item.snapshot  # a restarted server: continue from its current value
                 else:

@@ -16,12 +16,19 @@ result and the topic is *ended*; following clients see their subscription end no
 
 Starting a job
 --------------
-A client publishes ``{"start": "<id>", "steps": 40, "step_seconds": 0.1}`` to the stream topic
-``jobs/control`` (starting an id that exists already does nothing, so a retry is harmless). The
-hub only delivers publications to subscribers, so this server follows ``jobs/control`` itself,
-with a trioconn client connected to its own port. The ``authorize`` hook lets anyone publish to
-``jobs/control`` and nothing else, and lets only that internal client (which knows a token made
-at start-up) subscribe to it.
+Two ways, both handled in this process by the hub itself (no client inside the server):
+
+- a *request* to ``jobs/start`` with ``{"steps": 40, "step_seconds": 0.1}`` (and optionally
+  ``"job": "<id>"``): the handler (``hub.on_request``) starts the job and replies
+  ``{"job": "<id>", "started": true}``, so the caller learns the id it should follow; invalid
+  values are refused with the error code ``invalid-job`` and a message saying which;
+- *publishing* ``{"start": "<id>", "steps": 40, "step_seconds": 0.1}`` to the stream topic
+  ``jobs/control``, as older clients do: the server reads those publications in-process
+  (``hub.publications``); invalid ones are logged and ignored.
+
+Starting an id that exists already does nothing (``"started": false``), so a retry is harmless.
+The ``authorize`` hook allows exactly these: the ``jobs/start`` request, publishing to
+``jobs/control``, and subscribing to anything but ``jobs/control``.
 
 Surviving a restart
 -------------------
@@ -75,14 +82,14 @@ from _cli import log_to_stderr, run_program
 from _web import same_origin, serve_with_page, url_host
 
 import trioconn
-from trioconn import EventItem, HandshakeRejected, HandshakeRequest, HubThreadHandle, connect
+from trioconn import HandshakeRejected, HandshakeRequest, HubThreadHandle, Request, RequestRefused
 
 logger = logging.getLogger("progress_server")
 
 CONTROL = "jobs/control"
+START = "jobs/start"
 JOB_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 CHUNK_BYTES = 1024 * 1024
-RUNNER = "job-runner"
 
 
 def job_topic(job_id: str) -> str:
@@ -197,30 +204,43 @@ class JobRunner:
             else:
                 self.hub.end_nowait(job_topic(job.id))
 
-    def start(self, request: Any) -> None:
-        """Handle one publication on ``jobs/control``; invalid requests are logged and ignored."""
-        if not isinstance(request, dict):
-            logger.warning("ignoring control message %r", request)
-            return
-        job_id = request.get("start")
-        steps = request.get("steps", 40)
-        step_seconds = request.get("step_seconds", 0.1)
-        if not isinstance(job_id, str) or not JOB_ID.match(job_id):
-            logger.warning("ignoring start request with invalid job id %r", job_id)
-            return
-        if not isinstance(steps, int) or not 1 <= steps <= 100_000:
-            logger.warning("ignoring job %s: steps must be an int from 1 to 100000", job_id)
-            return
-        if not isinstance(step_seconds, int | float) or not 0 <= step_seconds <= 60:
-            logger.warning("ignoring job %s: step_seconds must be from 0 to 60", job_id)
-            return
+    def start(self, job_id: str, steps: int, step_seconds: float) -> bool:
+        """Start job ``job_id`` unless it exists already; True if it was started."""
         if job_id in self.known:
             logger.info("job %s exists already; not started again", job_id)
-            return
+            return False
         self.known.add(job_id)
         job = Job(job_id, steps, float(step_seconds), path=self.jobs_dir / f"{job_id}.json")
         logger.info("starting job %s: %d steps of %gs", job_id, steps, step_seconds)
         self._run(job)
+        return True
+
+    async def handle_start(self, request: Request) -> dict[str, Any]:
+        """The ``jobs/start`` request handler: start a job and reply with its id."""
+        data = request.data if request.data is not None else {}
+        if not isinstance(data, dict):
+            raise RequestRefused("invalid-job", "the request must be an object like {'steps': 40}")
+        if data.get("job") is None:
+            data = {**data, "job": "job-" + secrets.token_hex(3)}
+        try:
+            job_id, steps, step_seconds = job_request(data, "job")
+        except ValueError as exc:
+            raise RequestRefused("invalid-job", str(exc)) from None
+        return {"job": job_id, "started": self.start(job_id, steps, step_seconds)}
+
+    async def follow_control(self, publications: trioconn.Publications) -> None:
+        """Start what clients publish to ``jobs/control``; invalid requests are logged and ignored."""
+        while True:
+            try:
+                async for publication in publications:
+                    try:
+                        self.start(*job_request(publication.data, "start"))
+                    except ValueError as exc:
+                        logger.warning("ignoring control message %r: %s", publication.data, exc)
+            except trioconn.PublicationsLost as lost:  # a burst faster than jobs start
+                logger.warning("%d control messages were not read in time", lost.count)
+            else:
+                return  # the hub is closed
 
     def _run(self, job: Job) -> None:
         self.nursery.start_soon(self._thread, job)
@@ -237,20 +257,25 @@ class JobRunner:
             self.hub.set_state_nowait(job_topic(job.id), job.state())
             self.hub.end_nowait(job_topic(job.id))
 
-    async def follow_control(self, url: str, token: str) -> None:
-        """Follow ``jobs/control`` as a client of our own hub and start what is asked for."""
 
-        async def provide_token() -> str:
-            return token
-
-        # last=100: a request published before this subscription existed is not lost.
-        async with (
-            connect(url, token_provider=provide_token) as client,
-            client.subscribe(CONTROL, last=100) as requests,
-        ):
-            async for item in requests:
-                if isinstance(item, EventItem):
-                    self.start(item.data)
+def job_request(data: Any, id_field: str) -> tuple[str, int, float]:
+    """The job id, steps and step seconds a start request asks for; ``ValueError`` says what is wrong."""
+    if not isinstance(data, dict):
+        raise ValueError("a start request must be an object")
+    job_id = data.get(id_field)
+    steps = data.get("steps", 40)
+    step_seconds = data.get("step_seconds", 0.1)
+    if not isinstance(job_id, str) or not JOB_ID.match(job_id):
+        raise ValueError(f"{id_field!r} must be a job id of 1-64 letters, digits, '_', '.', '-'")
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= 100_000:
+        raise ValueError("'steps' must be an int from 1 to 100000")
+    if (
+        isinstance(step_seconds, bool)
+        or not isinstance(step_seconds, int | float)
+        or not 0 <= step_seconds <= 60
+    ):
+        raise ValueError("'step_seconds' must be a number from 0 to 60")
+    return job_id, steps, float(step_seconds)
 
 
 # -- the server ---------------------------------------------------------------------------------
@@ -259,7 +284,8 @@ class JobRunner:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Run download-like jobs in worker threads and publish their progress.",
-        epilog=f"Start a job by publishing {{'start': ID}} to {CONTROL}, or with progress_client.py --start.",
+        epilog=f"Start a job with a request to {START}, by publishing {{'start': ID}} to {CONTROL}, "
+        "or with progress_client.py --start.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     parser.add_argument(
@@ -293,13 +319,10 @@ def matches(given: str | None, token: str) -> bool:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    token = secrets.token_urlsafe(16)
     await trio.Path(args.jobs_dir).mkdir(parents=True, exist_ok=True)
     page = await trio.to_thread.run_sync(page_token, args.jobs_dir)
 
     def authenticate(request: HandshakeRequest) -> str | None:
-        if matches(request.token, token):
-            return RUNNER
         if not request.origins:
             return "client"  # a program, not a page in a browser
         if not same_origin(request):
@@ -310,7 +333,9 @@ async def serve(args: argparse.Namespace) -> None:
 
     def authorize(identity: str, topic: str, action: str) -> bool:
         if topic == CONTROL:
-            return action == "publish" or identity == RUNNER
+            return action == "publish"
+        if topic == START:
+            return action == "request"
         return action == "subscribe"
 
     hub = trioconn.Hub(authenticate=authenticate, authorize=authorize, refuse_with="close")
@@ -318,17 +343,26 @@ async def serve(args: argparse.Namespace) -> None:
         nursery.start_soon(stop_on_sigterm, hub, nursery.cancel_scope)
         runner = JobRunner(hub, args.jobs_dir, nursery)
         nursery.start_soon(runner.stop_threads_on_exit)
+        hub.on_request(START, runner.handle_start)
         await runner.recover()  # before serving: a returning client finds its job's state at once
+        # Reading jobs/control from before the first client is served: no start is missed.
+        await nursery.start(read_control, hub, runner)
         port = await nursery.start(
             lambda task_status: serve_with_page(
                 hub, "progress.html", args.host, args.port, task_status=task_status
             )
         )
         local = url_host(args.host)
-        nursery.start_soon(runner.follow_control, f"ws://{local}:{port}/", token)
         print(f"serving ws://{args.host}:{port}", flush=True)
         print(f"page http://{local}:{port}/?token={page}", flush=True)
         print(f"  jobs in {args.jobs_dir}; start one: progress_client.py --port {port} --start", flush=True)
+
+
+async def read_control(hub: trioconn.Hub, runner: JobRunner, *, task_status: trio.TaskStatus[None]) -> None:
+    """Start the jobs clients publish to ``jobs/control``; started once the reader is open."""
+    async with hub.publications(CONTROL) as publications:
+        task_status.started()
+        await runner.follow_control(publications)
 
 
 async def stop_on_sigterm(hub: trioconn.Hub, scope: trio.CancelScope) -> None:

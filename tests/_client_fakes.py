@@ -20,15 +20,20 @@ import trio
 import trio.testing
 import trio_websocket
 
-from trioconn import wrap_client_stream
+from trioconn import RequestRefused, wrap_client_stream
 from trioconn._core.protocol import (
     End,
     Error,
     Event,
+    Join,
+    Leave,
     Ping,
     Pong,
+    PresenceMember,
     Publish,
     Published,
+    Reply,
+    Request,
     Reset,
     Subscribe,
     Subscribed,
@@ -48,6 +53,8 @@ __all__ = [
     "MiniHub",
     "Ping",
     "Publish",
+    "Reply",
+    "Request",
     "Session",
     "Subscribe",
     "Unsubscribe",
@@ -56,6 +63,9 @@ __all__ = [
 ]
 
 Handler = Callable[["Session"], Awaitable[None]]
+
+#: What a request handler of ``MiniHub.handlers`` returns to leave the request unanswered.
+SWALLOW = object()
 
 
 def bounded(test: Any) -> Any:
@@ -188,6 +198,18 @@ class Session:
             else:
                 offset = hub.write(frame.topic, frame.data)
                 self.send_nowait(Published(frame.topic, offset, frame.ref))
+        elif isinstance(frame, Request):
+            handler = hub.handlers.get(frame.topic)
+            if handler is None:
+                self.send_nowait(Error("no-handler", "no handler", frame.ref, frame.topic))
+                return
+            try:
+                answer = handler(frame.data)
+            except RequestRefused as exc:
+                self.send_nowait(Error(exc.code, exc.message, frame.ref, frame.topic))
+            else:
+                if answer is not SWALLOW:
+                    self.send_nowait(Reply(frame.ref, answer))
         elif isinstance(frame, Pong):
             pass
 
@@ -226,6 +248,13 @@ class MiniHub:
         self.script: list[Handler] = []
         self.forbidden: set[str] = set()
         self.swallow_publish = False
+        #: request handlers by topic: data -> answer (``SWALLOW``: never answer), or raise
+        #: ``RequestRefused`` for an ``error`` answer.
+        self.handlers: dict[str, Callable[[Any], Any]] = {}
+        #: presence, sent to every subscriber when on: topic → session → (info, since); the
+        #: members are made by the test (``join``/``leave``), not by the subscriptions.
+        self.presence = False
+        self.members: dict[str, dict[str, tuple[Any, float]]] = {}
         self._epochs = itertools.count(1)
         self.attempt_times: list[float] = []
 
@@ -266,6 +295,16 @@ class MiniHub:
         for session in self.sessions:
             session.subs.discard(name)
 
+    def join(self, topic: str, session: str, info: Any, since: float) -> None:
+        self.members.setdefault(topic, {})[session] = (info, since)
+        if self.presence:
+            self._fan_out(topic, Join(topic, info, session, since).to_json())
+
+    def leave(self, topic: str, session: str) -> None:
+        info, _ = self.members.get(topic, {}).pop(session)
+        if self.presence:
+            self._fan_out(topic, Leave(topic, info, session).to_json())
+
     def restart(self) -> None:
         """Forget everything, as a restarted process would: new epochs, no history."""
         for topic in self.topics.values():
@@ -300,6 +339,12 @@ class MiniHub:
                 replayed=len(replay),
                 ended=topic.ended,
                 ref=frame.ref,
+                presence=tuple(
+                    PresenceMember(info, session, since)
+                    for session, (info, since) in self.members.get(frame.topic, {}).items()
+                )
+                if self.presence
+                else None,
             ).to_json(),
             *replay,
         ]

@@ -70,7 +70,11 @@ class Conn:
         await self.ws.close(code, reason)
 
     async def serve_requests(self) -> None:
-        """Answer subscribe/publish like a hub with empty topics, until the client leaves."""
+        """Answer subscribe/publish like a hub with empty topics, until the client leaves.
+
+        A ``request`` to topic ``echo`` is answered with its data; to ``refuse`` with the error
+        code given in its data; to any other topic with ``no-handler``.
+        """
         offsets: dict[str, int] = {}
         try:
             while True:
@@ -82,6 +86,11 @@ class Conn:
                 elif kind == "publish":
                     offsets[topic] = offsets.get(topic, 0) + 1
                     await self.send(frame("published", topic=topic, offset=offsets[topic], ref=ref))
+                elif kind == "request" and topic == "echo":
+                    await self.send(frame("reply", ref=ref, data=obj.get("data")))
+                elif kind == "request":
+                    code = obj.get("data") if topic == "refuse" else "no-handler"
+                    await self.send(frame("error", code=code, message="refused", ref=ref, topic=topic))
         except ConnectionClosed:
             return
 

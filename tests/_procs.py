@@ -28,7 +28,13 @@ class Process:
     wait_seconds = 10.0
 
     def __init__(
-        self, argv: Sequence[str], *, name: str, cwd: Path = ROOT, env: Mapping[str, str] | None = None
+        self,
+        argv: Sequence[str],
+        *,
+        name: str,
+        cwd: Path = ROOT,
+        stdin: bool = False,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         env = {**os.environ, **(env or {}), "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
         env.pop("COLUMNS", None)
@@ -38,7 +44,7 @@ class Process:
             [sys.executable, *argv],
             cwd=cwd,
             env=env,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -83,6 +89,16 @@ class Process:
                     )
                 self._changed.wait(min(remaining, 0.5))
 
+    def send(self, line: str) -> None:
+        """Write one line to the standard input (``stdin=True``)."""
+        assert self.popen.stdin is not None, "started without stdin=True"
+        self.popen.stdin.write(line + "\n")
+        self.popen.stdin.flush()
+
+    def close_stdin(self) -> None:
+        if self.popen.stdin is not None and not self.popen.stdin.closed:
+            self.popen.stdin.close()
+
     def count(self, pattern: str, *, stream: str = "err") -> int:
         regex = re.compile(pattern)
         with self._changed:
@@ -123,6 +139,7 @@ class Process:
                 self.cont()
             self.popen.kill()
         self.wait()
+        self.close_stdin()
         for pipe in (self.popen.stdout, self.popen.stderr):
             assert pipe is not None
             pipe.close()

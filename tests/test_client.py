@@ -371,17 +371,6 @@ async def test_leaving_a_subscription_sends_unsubscribe(autojump_clock: Any) -> 
 
 
 @bounded
-async def test_second_subscription_to_the_same_topic_is_refused(autojump_clock: Any) -> None:
-    async with trio.open_nursery() as nursery:
-        hub = MiniHub(nursery)
-        async with connect(URL, transport=hub.transport) as client, client.subscribe("t"):
-            with pytest.raises(RuntimeError, match="already subscribed"):
-                async with client.subscribe("t"):
-                    pass  # pragma: no cover
-        nursery.cancel_scope.cancel()
-
-
-@bounded
 async def test_subscribe_refused_by_server_raises_from_iteration(autojump_clock: Any) -> None:
     async def refuse(session: Session) -> None:
         await session.accept()

@@ -211,6 +211,55 @@ def test_progress_client_ctrl_c_leaves_the_job_running(run, tmp_path):
     assert follower.wait() == 130
 
 
+def test_progress_server_starts_jobs_on_request_with_no_client_inside_it(run, tmp_path):
+    """``jobs/start`` answers with the job id; the server runs no trioconn client of its own."""
+    import json
+
+    from websockets.sync.client import connect as ws_connect
+
+    server, port = start_progress_server(run, tmp_path)
+
+    def frames(ws):  # the frames the server sends, batches unpacked
+        while True:
+            frame = json.loads(ws.recv(timeout=WAIT))
+            yield from frame["frames"] if frame["type"] == "batch" else [frame]
+
+    with ws_connect(f"ws://127.0.0.1:{port}/") as ws:
+        received = frames(ws)
+        assert next(received)["type"] == "welcome"
+
+        def ask(data, ref):
+            ws.send(json.dumps({"type": "request", "topic": "jobs/start", "data": data, "ref": ref}))
+            return next(f for f in received if f.get("ref") == ref)
+
+        reply = ask({"steps": 3, "step_seconds": 0.01}, 1)
+        assert reply["type"] == "reply" and reply["data"]["started"] is True, reply
+        job = reply["data"]["job"]
+        assert re.fullmatch(r"job-[0-9a-f]{6}", job), job
+        ws.send(json.dumps({"type": "subscribe", "topic": f"job/{job}", "ref": 2}))
+        states = []
+        for frame in received:
+            if frame["type"] == "subscribed" and "snapshot" in frame:
+                states.append(frame["snapshot"])
+            elif frame["type"] == "event":
+                states.append(frame["data"])
+            elif frame["type"] == "end":
+                break
+        assert states[-1]["status"] == "done" and states[-1]["done"] == 3, states
+        assert ask({"job": job}, 3)["data"] == {"job": job, "started": False}  # a retry is harmless
+        refused = ask({"steps": 0}, 4)
+        assert (refused["type"], refused["code"]) == ("error", "invalid-job"), refused
+        assert "steps" in refused["message"]
+        wrong = ask("go", 5)
+        assert (wrong["type"], wrong["code"]) == ("error", "invalid-job"), wrong
+    server.wait_for(r"connection \S+ closed: ", stream="err")
+    opened = [line for line in server.err if re.search(r"connection \S+ opened from", line)]
+    assert len(opened) == 1, server.report()  # this test's client, and nobody inside the server
+    server.signal(signal.SIGINT)
+    assert server.wait() == 130
+    assert_clean(server)
+
+
 def test_demo_runs_one_job_and_exits_0_by_itself(run):
     demo = run("demo.py", "--steps", "10", "--step-seconds", "0.05")
     assert demo.wait() == 0, demo.report()

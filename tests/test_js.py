@@ -35,6 +35,8 @@ JS_TESTS = [
     "tests/js/client.test.mjs",
     "tests/js/subscriptions.test.mjs",
     "tests/js/publish.test.mjs",
+    "tests/js/fanout.test.mjs",
+    "tests/js/request.test.mjs",
 ]
 #: Values the scripted random source returns, in turn (the jitter's draw in [0, 1]).
 RANDOMS = [0.0, 0.25, 0.5, 0.75, 0.999, 1.0]

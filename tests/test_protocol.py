@@ -14,10 +14,15 @@ from trioconn._core.protocol import (
     End,
     Error,
     Event,
+    Join,
+    Leave,
     Ping,
     Pong,
+    PresenceMember,
     Publish,
     Published,
+    Reply,
+    Request,
     Reset,
     Subscribe,
     Subscribed,
@@ -53,6 +58,8 @@ def test_protocol_module_does_not_import_trio():
         Unsubscribe("t", ref=2),
         Pong(3),
         Publish("t", {"a": [1, 2]}, ref="x"),
+        Request("jobs/start", {"n": 3}, ref=9),
+        Request("jobs/start", None, ref="r"),
     ],
 )
 def test_client_frames_round_trip(frame):
@@ -73,6 +80,15 @@ def test_client_frames_round_trip(frame):
         Unsubscribed("t", 1),
         Published("t", 4, "r"),
         Error("forbidden", "no", "r", "t"),
+        Error("no-handler", "nobody answers", 7),
+        Reply(7, {"job": "j1"}),
+        Reply("r", None),
+        Join("room", {"name": "ann"}, "s1", 1700000000.5),
+        Join("room", None, "s2", 0.0),
+        Leave("room", {"name": "ann"}, "s1"),
+        Subscribed("t", "e", 3, "stream", presence=(PresenceMember({"n": 1}, "s1", 1.5),)),
+        Subscribed("t", "e", 3, "stream", presence=()),
+        Reset("t", "e", 3, "stream", presence=(PresenceMember(None, "s9", 2.0),)),
     ],
 )
 def test_server_frames_round_trip(frame):
@@ -108,6 +124,9 @@ def test_unknown_fields_are_ignored():
         ('{"type":"subscribe","topic":"t","ref":[1]}', "invalid-field", "'ref'"),
         ('{"type":"publish","topic":"t"}', "invalid-field", "'data'"),
         ('{"type":"pong"}', "invalid-field", "'id'"),
+        ('{"type":"request","topic":"t","data":1}', "invalid-field", "'ref'"),
+        ('{"type":"request","data":1,"ref":1}', "invalid-field", "'topic'"),
+        ('{"type":"request","topic":"t","ref":true}', "invalid-field", "'ref'"),
         ('{"type":"pong","id":NaN}', "invalid-json", "NaN"),
     ],
 )
@@ -222,3 +241,79 @@ def test_numbers_that_do_not_fit_a_float_are_an_invalid_field(number):
         parse_client_frame('{"type":"publish","topic":"t","data":' + number + "}")
     assert info.value.code == "invalid-field"
     assert "finite" in info.value.message
+
+
+def test_a_request_without_data_asks_with_null():
+    assert parse_client_frame('{"type":"request","topic":"t","ref":1}') == Request("t", None, 1)
+
+
+def test_a_request_error_carries_its_ref():
+    with pytest.raises(ProtocolError) as info:
+        parse_client_frame('{"type":"request","topic":"","ref":"q1"}')
+    assert info.value.ref == "q1"
+
+
+def test_subscribed_without_presence_parses_as_none_and_is_encoded_without_it():
+    frame = Subscribed("t", "e", 0, None)
+    assert "presence" not in json.loads(frame.to_json())
+    assert parse_server_frames(frame.to_json())[0].presence is None
+    text = Subscribed("t", "e", 0, "state", presence=(PresenceMember(1, "s", 2.0),)).to_json(
+        snapshot_json="5"
+    )
+    assert parse_server_frames(text)[0] == Subscribed(
+        "t", "e", 0, "state", 5, True, presence=(PresenceMember(1, "s", 2.0),)
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ('{"type":"reply","data":1}', "'ref'"),
+        ('{"type":"join","topic":"t","info":1,"session":"s"}', "'since'"),
+        ('{"type":"join","topic":"t","info":1,"session":"s","since":-1}', "'since'"),
+        ('{"type":"join","topic":"t","info":1,"session":5,"since":1}', "'session'"),
+        ('{"type":"leave","topic":"t","info":1}', "'session'"),
+        ('{"type":"subscribed","topic":"t","epoch":"e","offset":0,"presence":{}}', "'presence'"),
+        ('{"type":"subscribed","topic":"t","epoch":"e","offset":0,"presence":[1]}', "'presence'"),
+        ('{"type":"subscribed","topic":"t","epoch":"e","offset":0,"presence":[{"session":"s"}]}', "'since'"),
+    ],
+)
+def test_malformed_presence_and_reply_frames_are_refused(text, words):
+    with pytest.raises(ProtocolError) as info:
+        parse_server_frames(text)
+    assert info.value.code == "invalid-field"
+    assert words in info.value.message
+
+
+def test_a_reply_too_deep_to_send_is_a_type_error():
+    data: list = []
+    for _ in range(MAX_DATA_DEPTH + 1):
+        data = [data]
+    with pytest.raises(TypeError, match="nested more than"):
+        Reply(1, data).to_json()
+
+
+def test_request_refused_checks_its_code_and_keeps_code_and_message():
+    from trioconn import RequestRefused, TrioconnError
+
+    refused = RequestRefused("not-found", "no such job")
+    assert (refused.code, refused.message, str(refused)) == (
+        "not-found",
+        "no such job",
+        "not-found: no such job",
+    )
+    assert isinstance(refused, TrioconnError)
+    for bad in ("", "Not-Found", "a b", "x" * 65, "ünï"):
+        with pytest.raises(ValueError, match="code must be 1-64 characters"):
+            RequestRefused(bad)
+    with pytest.raises(TypeError, match="code must be a str"):
+        RequestRefused(404)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="message must be a str"):
+        RequestRefused("busy", None)  # type: ignore[arg-type]
+
+
+def test_publications_lost_says_how_many():
+    from trioconn import PublicationsLost
+
+    assert PublicationsLost(3).count == 3
+    assert "3 publication(s)" in str(PublicationsLost(3))

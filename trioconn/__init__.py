@@ -10,9 +10,13 @@ from ._client import Client as Client
 from ._client import ClientState as ClientState
 from ._client import ClientStatistics as ClientStatistics
 from ._client import EventItem as EventItem
+from ._client import JoinItem as JoinItem
+from ._client import LeaveItem as LeaveItem
+from ._client import PresenceItem as PresenceItem
 from ._client import ResetItem as ResetItem
 from ._client import SnapshotItem as SnapshotItem
 from ._client import StateChange as StateChange
+from ._client import Subscribed as Subscribed
 from ._client import Subscription as Subscription
 from ._client import SubscriptionItem as SubscriptionItem
 from ._client import Transport as Transport
@@ -28,7 +32,10 @@ from ._core.exceptions import ConnectionClosed as ConnectionClosed
 from ._core.exceptions import HandshakeRejected as HandshakeRejected
 from ._core.exceptions import HubStopped as HubStopped
 from ._core.exceptions import ProtocolError as ProtocolError
+from ._core.exceptions import PublicationsLost as PublicationsLost
 from ._core.exceptions import ReconnectFailed as ReconnectFailed
+from ._core.exceptions import RequestRefused as RequestRefused
+from ._core.exceptions import RequestTimeout as RequestTimeout
 from ._core.exceptions import ServerError as ServerError
 from ._core.exceptions import TooManyTopics as TooManyTopics
 from ._core.exceptions import TopicEnded as TopicEnded
@@ -41,10 +48,19 @@ from ._core.protocol import CloseCodeInfo as CloseCodeInfo
 from ._frontends.trio_websocket import Hub as Hub
 from ._server.broker import Broker as Broker
 from ._server.broker import MemoryBroker as MemoryBroker
+from ._server.config import Allow as Allow
 from ._server.config import HandshakeRequest as HandshakeRequest
 from ._server.config import HubConfig as HubConfig
 from ._server.connection import ConnectionStatistics as ConnectionStatistics
+from ._server.follow import HubSubscription as HubSubscription
 from ._server.hub import HubStatistics as HubStatistics
+from ._server.presence import Joined as Joined
+from ._server.presence import Left as Left
+from ._server.presence import Member as Member
+from ._server.presence import PresenceChanges as PresenceChanges
+from ._server.publications import Publication as Publication
+from ._server.publications import Publications as Publications
+from ._server.requests import Request as Request
 from ._server.socket import Accepted as Accepted
 from ._server.socket import Closed as Closed
 from ._server.socket import Refused as Refused
@@ -52,11 +68,15 @@ from ._server.socket import ServerSocket as ServerSocket
 from ._server.socket import SocketClosed as SocketClosed
 from ._server.threads import HubThreadHandle as HubThreadHandle
 from ._server.topics import TopicStatistics as TopicStatistics
+from ._version import version as _read_version
+
+__version__ = _read_version()
 
 __all__ = [
     "CLOSE_CODES",
     "PROTOCOL_VERSION",
     "Accepted",
+    "Allow",
     "Backoff",
     "BackoffPolicy",
     "Broker",
@@ -77,17 +97,32 @@ __all__ = [
     "HubConfig",
     "HubStatistics",
     "HubStopped",
+    "HubSubscription",
     "HubThreadHandle",
+    "JoinItem",
+    "Joined",
+    "LeaveItem",
+    "Left",
+    "Member",
     "MemoryBroker",
+    "PresenceChanges",
+    "PresenceItem",
     "ProtocolError",
+    "Publication",
+    "Publications",
+    "PublicationsLost",
     "ReconnectFailed",
     "Refused",
+    "Request",
+    "RequestRefused",
+    "RequestTimeout",
     "ResetItem",
     "ServerError",
     "ServerSocket",
     "SnapshotItem",
     "SocketClosed",
     "StateChange",
+    "Subscribed",
     "Subscription",
     "SubscriptionItem",
     "TooManyTopics",

@@ -17,8 +17,12 @@ from .state import ClientState as ClientState
 from .state import ClientStatistics as ClientStatistics
 from .state import StateChange as StateChange
 from .subscription import EventItem as EventItem
+from .subscription import JoinItem as JoinItem
+from .subscription import LeaveItem as LeaveItem
+from .subscription import PresenceItem as PresenceItem
 from .subscription import ResetItem as ResetItem
 from .subscription import SnapshotItem as SnapshotItem
+from .subscription import Subscribed as Subscribed
 from .subscription import Subscription as Subscription
 from .subscription import SubscriptionItem as SubscriptionItem
 from .transport import Transport as Transport
@@ -30,9 +34,13 @@ __all__ = [
     "ClientState",
     "ClientStatistics",
     "EventItem",
+    "JoinItem",
+    "LeaveItem",
+    "PresenceItem",
     "ResetItem",
     "SnapshotItem",
     "StateChange",
+    "Subscribed",
     "Subscription",
     "SubscriptionItem",
     "Transport",

@@ -47,10 +47,12 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
 from typing import Any, Final, NoReturn
 
+import sniffio
 import trio
 import trio_websocket
 
 from .._core.backoff import Backoff, BackoffPolicy
+from .._core.codec import JsonCodec, JsonDumps, JsonLoads, check_hook
 from .._core.decision import AttemptEnd, EndKind, Tally, decide
 from .._core.exceptions import (
     ConnectionBroken,
@@ -58,22 +60,23 @@ from .._core.exceptions import (
     HandshakeRejected,
     ProtocolError,
     ReconnectFailed,
+    RequestTimeout,
     TrioconnError,
     UntrustedCertificate,
 )
 from .._core.protocol import (
     CloseAction,
     Publish,
+    Request,
     Unsubscribe,
     Welcome,
-    encode_data,
     parse_server_frames,
     validate_topic,
 )
 from .errors import redact, reraise, translate, unwrap_nursery_group
 from .link import Link, LinkClosing, Pending, RateLimitedLog
 from .state import ClientState, ClientStatistics, Counters, StateChange, StateLog
-from .subscription import Subscription
+from .subscription import Feed, Subscription
 from .transport import Headers, Transport, tcp_transport
 
 __all__ = ["CLOSE_TIMEOUT", "Client", "connect"]
@@ -139,6 +142,37 @@ def _check_ssl_context(ssl_context: object, url: str, transport: object) -> ssl.
     return ssl_context
 
 
+def _encode(codec: JsonCodec, data: object) -> str:
+    """``data`` as JSON text (the client's ``json_dumps``, checked); ``TypeError`` saying why not."""
+    try:
+        return codec.encode(data)
+    except TypeError as exc:
+        message = str(exc)
+        if not message.startswith(("data ", "json_dumps ")):
+            message = f"data is not JSON-serializable: {message}"
+        raise TypeError(message) from exc.__cause__
+
+
+def _check_trio(what: str) -> None:
+    """Raise a clear ``TrioconnError`` when called from another event loop than trio's.
+
+    Outside any event loop it passes: ``connect()`` may be called anywhere, the block must run
+    under trio.
+    """
+    try:
+        library = sniffio.current_async_library()
+    except sniffio.AsyncLibraryNotFoundError:
+        return
+    if library != "trio":
+        raise TrioconnError(
+            f"{what} runs on trio, but it was called from {library}. Run the client under trio "
+            "(trio.run(main)); from an asyncio program, run it in a thread of its own "
+            "(threading.Thread(target=trio.run, args=(main,)), handing results back with "
+            "loop.call_soon_threadsafe), or use the browser client trioconn.js in web pages. "
+            "(The Hub itself runs on asyncio: see trioconn.asgi.)"
+        )
+
+
 def _valid_token(token: object) -> bool:
     """A bearer token (RFC 6750): visible ASCII, no spaces, quotes or control characters."""
     return isinstance(token, str) and bool(token) and all("!" <= ch <= "~" for ch in token)
@@ -197,8 +231,13 @@ class Client:
         transport: Transport | None = None,
         rng: random.Random | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        json_dumps: JsonDumps | None = None,
+        json_loads: JsonLoads | None = None,
     ) -> None:
         self._url = _check_url(url)
+        check_hook("json_dumps", json_dumps)
+        check_hook("json_loads", json_loads)
+        self._codec = JsonCodec(json_dumps, json_loads)
         if token_provider is not None and not callable(token_provider):
             raise TypeError("token_provider must be an async callable returning a str, or None")
         self._token_provider = token_provider
@@ -222,7 +261,8 @@ class Client:
 
         self._log = StateLog()
         self._counters = Counters()
-        self._subs: dict[str, Subscription] = {}
+        #: one feed (wire subscription) per topic, shared by the local subscriptions.
+        self._subs: dict[str, Feed] = {}
         self._link: Link | None = None
         self._refs = itertools.count(1)
         self._logs = RateLimitedLog(logger, trio.current_time)
@@ -263,7 +303,7 @@ class Client:
             last_rtt=c.last_rtt,
             events_received=c.events_received,
             resets=c.resets,
-            subscriptions=len(self._subs),
+            subscriptions=sum(len(feed.locals) for feed in self._subs.values()),
             next_attempt_at=self._next_attempt_at(),
             paused=self._paused,
         )
@@ -299,8 +339,9 @@ class Client:
         return ConnectionClosed(final.code or 1000, final.reason)
 
     def _close_subscriptions(self, error: BaseException | None) -> None:
-        for sub in self._subs.values():
-            sub._finish(error)
+        ready_error = error or self._closed_error()
+        for feed in self._subs.values():
+            feed.finish(error, ready_error)
         self._subs.clear()
 
     # ---------------------------------------------------------------------------- controls
@@ -350,45 +391,64 @@ class Client:
 
     # ---------------------------------------------------------------------------- requests
 
-    def subscribe(self, topic: str, *, last: int | None = None, buffer_size: int = 256) -> Subscription:
+    def subscribe(
+        self, topic: str, *, last: int | None = None, buffer_size: int = 256, presence: bool = False
+    ) -> Subscription:
         """Subscribe to ``topic``; use the result with ``async with`` and ``async for``.
 
         The subscription lives across reconnects: after each one it is resumed from the last
         item delivered, so each event is seen exactly once, in order, or a ``ResetItem`` says
         that some could not be recovered.
 
+        Several subscriptions to one topic on one client share one subscription on the wire;
+        each has its own buffer. One made while another of the topic is open starts where
+        that one is now: a state topic's current value first, or up to ``last`` recent events
+        kept by the client (see ``docs/client.md``, "Several subscriptions to one topic").
+
         Args:
             topic: the topic name.
-            last: on the first subscribe, replay up to this many recent events from history.
+            last: replay up to this many recent events when the subscription starts.
             buffer_size: items queued for this subscription before the client stops reading
                 from the server (backpressure; the server's slow-consumer policy applies).
+            presence: also yield ``JoinItem`` and ``LeaveItem`` when the server sends presence
+                for this topic (its ``authorize`` hook turns it on per subscriber).
 
         Raises:
             ValueError: invalid topic, ``last`` or ``buffer_size``.
             TypeError: an argument of the wrong type.
         """
         return Subscription(
-            topic, last=last, buffer_size=buffer_size, register=self._register, unregister=self._unregister
+            topic,
+            last=last,
+            buffer_size=buffer_size,
+            presence=presence,
+            register=self._register,
+            unregister=self._unregister,
+            decode=self._codec.decode_item if self._codec.loads is not None else None,
         )
 
     async def _register(self, sub: Subscription) -> None:
         await trio.lowlevel.checkpoint_if_cancelled()
         if self._log.state is ClientState.CLOSED:
             raise self._closed_error()
-        if sub.topic in self._subs:
-            raise RuntimeError(f"this client is already subscribed to {sub.topic!r}")
-        self._subs[sub.topic] = sub
+        feed = self._subs.get(sub.topic)
+        if feed is not None:
+            feed.add(sub)  # the wire subscription exists: nothing to send
+            return
+        feed = self._subs[sub.topic] = Feed(sub.topic)
+        feed.add(sub)
         link = self._link
         if link is not None and link.alive:
             # If the link is going down, the next connection subscribes again.
             with contextlib.suppress(ConnectionBroken, LinkClosing):
-                await link.subscribe(sub)
+                await link.subscribe(feed)
 
     async def _unregister(self, sub: Subscription) -> None:
-        if self._subs.get(sub.topic) is sub:
+        feed = sub._feed
+        if feed is not None and sub in feed.locals and feed.remove(sub) and self._subs.get(sub.topic) is feed:
             del self._subs[sub.topic]
             link = self._link
-            if link is not None and link.alive and sub._ref is not None:
+            if link is not None and link.alive and feed.ref is not None:
                 # Shielded: leaving the block while cancelled must still tell the server, or a
                 # later subscribe to the same topic on this connection would be refused.
                 # If the connection is gone, so is the subscription: nothing to do.
@@ -420,15 +480,18 @@ class Client:
             ReconnectFailed: the client has failed for good.
         """
         validate_topic(topic)
-        encode_data(data)  # TypeError now, not after waiting for a link
+        data_json = _encode(self._codec, data)  # TypeError now, not after waiting for a link
         while True:
             link = await self._wait_link()
             ref = next(self._refs)
-            pending = Pending()
+            pending = Pending(
+                "the connection was lost before the server acknowledged the publish; "
+                "it may or may not have been stored"
+            )
             link.pending[ref] = pending
             try:
                 try:
-                    await link.send(Publish(topic, data, ref).to_json())
+                    await link.send(Publish(topic, None, ref).to_json(data_json=data_json))
                 except LinkClosing:
                     continue  # nothing left this process: safe to wait for the next link
                 await pending.done.wait()
@@ -437,6 +500,73 @@ class Client:
             if pending.error is not None:
                 raise pending.error
             return pending.offset
+
+    # A timeout of its own (not just the caller's cancel scope): its RequestTimeout says whether
+    # the request left the client, which a cancelled scope cannot tell; the browser client's
+    # request takes the same option.
+    async def request(self, topic: str, data: Any, *, timeout: float = 10.0) -> Any:  # noqa: ASYNC109
+        """Ask the server's request handler for ``topic``; return its answer.
+
+        The request travels on the live connection, after everything sent before it, and its
+        answer comes in order with the subscriptions' events. While the client is disconnected
+        this waits for the link to come back, within ``timeout``. It is never re-sent: if the
+        link drops after the frame was sent, ``ConnectionBroken`` is raised, because the
+        handler may or may not have run and running it twice could do the work twice.
+
+        Args:
+            topic: the topic whose handler answers (the server's ``hub.on_request``).
+            data: any JSON-serializable value.
+            timeout: seconds for the whole request (waiting for a link, sending, the answer);
+                ``math.inf`` for none (bound it with your own cancel scope then).
+
+        Returns:
+            The handler's answer (JSON: dict, list, str, int, float, bool or None), through
+            ``json_loads`` if the client has one (an exception it raises comes out of here).
+
+        Raises:
+            ValueError: invalid topic or ``timeout``.
+            TypeError: ``data`` is not JSON-serializable, or ``timeout`` is not a number.
+            ServerError: the server answered with ``error``: ``no-handler``, ``forbidden``,
+                ``request-failed`` (the handler raised), ``request-timeout`` (the handler was
+                too slow), ``too-many-requests``, or the handler's own ``RequestRefused`` code.
+            RequestTimeout: no answer within ``timeout``.
+            ConnectionBroken: the link dropped after the request was sent; outcome unknown.
+            ConnectionClosed: the client has closed (code 1000).
+            ReconnectFailed: the client has failed for good.
+        """
+        validate_topic(topic)
+        data_json = _encode(self._codec, data)  # TypeError now, not after waiting for a link
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+            raise TypeError(f"timeout must be a number of seconds, not {type(timeout).__name__}")
+        if not timeout > 0:  # NaN too
+            raise ValueError(f"timeout must be > 0 seconds (math.inf: no limit), got {timeout!r}")
+        sent = False
+        with trio.move_on_after(timeout):
+            while True:
+                link = await self._wait_link()
+                ref = next(self._refs)
+                pending = Pending(
+                    "the connection was lost before the server answered the request; "
+                    "the handler may or may not have run"
+                )
+                link.pending[ref] = pending
+                try:
+                    try:
+                        await link.send(Request(topic, None, ref).to_json(data_json=data_json))
+                    except LinkClosing:
+                        continue  # nothing left this process: safe to wait for the next link
+                    sent = True
+                    await pending.done.wait()
+                finally:
+                    link.abandon(ref)
+                if pending.error is not None:
+                    raise pending.error
+                return self._codec.decode(pending.data)
+        if sent:
+            raise RequestTimeout(
+                f"request to {topic!r}: no answer within {timeout:g} s; the handler may or may not have run"
+            )
+        raise RequestTimeout(f"request to {topic!r}: no connection within {timeout:g} s; nothing was sent")
 
     async def _wait_link(self) -> Link:
         while True:
@@ -673,6 +803,8 @@ def connect(
     transport: Transport | None = None,
     rng: random.Random | None = None,
     ssl_context: ssl.SSLContext | None = None,
+    json_dumps: JsonDumps | None = None,
+    json_loads: JsonLoads | None = None,
 ) -> AbstractAsyncContextManager[Client]:
     """Connect to a trioconn Hub and keep the connection up until the block ends.
 
@@ -699,6 +831,13 @@ def connect(
             CA (default: ``ssl.create_default_context()``, the system's CAs). Only with
             ``wss://`` and the default transport. A certificate that fails verification fails
             the client at once (``UntrustedCertificate``): retrying cannot fix it.
+        json_dumps: encodes the data of ``publish`` and ``request`` (``str`` or UTF-8 ``bytes``, e.g.
+            ``orjson.dumps`` or ``functools.partial(json.dumps, default=...)``). None: the
+            standard library, strict. The text is checked as the protocol demands.
+        json_loads: decodes received data (events, snapshots) before a subscription yields it,
+            e.g. ``functools.partial(json.loads, object_hook=...)``; it is called in the task
+            iterating the subscription, and an exception it raises comes out of ``async for``
+            for that item; also the answer of ``request``. None: data as parsed.
 
     Returns:
         An async context manager yielding the ``Client``.
@@ -710,7 +849,10 @@ def connect(
         ReconnectFailed: (when the block exits) attempts exhausted, or a final close code,
             handshake refusal, untrusted certificate or protocol error; ``cause`` holds the last
             failure. The block is cancelled when this happens.
+        TrioconnError: called from asyncio (or any event loop other than trio's); the message
+            says what to do instead.
     """
+    _check_trio("trioconn.connect()")
     client = Client(
         url,
         token_provider=token_provider,
@@ -721,12 +863,15 @@ def connect(
         transport=transport,
         rng=rng,
         ssl_context=ssl_context,
+        json_dumps=json_dumps,
+        json_loads=json_loads,
     )
     return _run_client(client)
 
 
 @asynccontextmanager
 async def _run_client(client: Client) -> AsyncIterator[Client]:
+    _check_trio("trioconn.connect()")
     try:
         async with trio.open_nursery() as nursery:
             client._body_scope = nursery.cancel_scope

@@ -26,19 +26,23 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import NoReturn
+from typing import Any, Final, NoReturn
 
 import trio
 import trio_websocket
 
 from .._core.exceptions import ConnectionBroken, ProtocolError, ServerError, TrioconnError
+from .._core.items import JoinItem, LeaveItem
 from .._core.protocol import (
     End,
     Error,
     Event,
+    Join,
+    Leave,
     Ping,
     Pong,
     Published,
+    Reply,
     Reset,
     ServerFrame,
     Subscribed,
@@ -47,9 +51,13 @@ from .._core.protocol import (
 )
 from .._core.ratelog import RateLimitedLog
 from .state import Counters
-from .subscription import Subscription, SubscriptionItem
+from .subscription import Feed, Item
 
 __all__ = ["Link", "LinkClosing", "Pending", "RateLimitedLog"]
+
+
+#: How many refs of abandoned requests a link remembers (their late answers are not logged).
+_ABANDONED: Final = 1024
 
 
 class LinkClosing(Exception):
@@ -60,14 +68,19 @@ class LinkClosing(Exception):
 
 
 class Pending:
-    """A publish waiting for its ``published`` or ``error``."""
+    """A publish waiting for its ``published``, or a request for its ``reply``; or an ``error``.
 
-    __slots__ = ("done", "error", "offset")
+    ``lost`` is what the caller is told if the link drops before the answer.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("data", "done", "error", "lost", "offset")
+
+    def __init__(self, lost: str) -> None:
         self.done = trio.Event()
         self.offset = 0
+        self.data: Any = None
         self.error: BaseException | None = None
+        self.lost = lost
 
 
 class Link:
@@ -76,7 +89,8 @@ class Link:
     Args:
         ws: the open WebSocket.
         welcome: the server's ``welcome``.
-        subs: the client's live subscriptions (shared: the link ends ones whose topic ended).
+        subs: the client's feeds, one per subscribed topic (shared: the link ends the ones
+            whose topic ended or that the server refused).
         counters: the client's counters.
         next_ref: gives the ``ref`` of the next request.
         log: where oddities from the server are reported.
@@ -87,7 +101,7 @@ class Link:
         ws: trio_websocket.WebSocketConnection,
         welcome: Welcome,
         *,
-        subs: dict[str, Subscription],
+        subs: dict[str, Feed],
         counters: Counters,
         next_ref: Callable[[], int],
         log: RateLimitedLog,
@@ -98,8 +112,10 @@ class Link:
         self.window = welcome.heartbeat_timeout + welcome.heartbeat_interval
         self.alive = True
         self.pending: dict[int, Pending] = {}
-        #: subscriptions whose ``subscribe`` this connection answered.
-        self.answered: set[Subscription] = set()
+        #: refs of requests given up on (timed out, cancelled): their late answers are expected.
+        self.abandoned: dict[int, None] = {}
+        #: feeds whose ``subscribe`` this connection answered.
+        self.answered: set[Feed] = set()
         self.failure: TrioconnError | None = None
         #: the peer stopped answering: abandon the socket, no closing handshake.
         self.dead = False
@@ -110,6 +126,14 @@ class Link:
         self._counters = counters
         self._next_ref = next_ref
         self._log = log
+
+    def abandon(self, ref: int) -> None:
+        """The caller stopped waiting for the answer to ``ref``; ignore it when it comes."""
+        pending = self.pending.pop(ref, None)
+        if pending is not None and not pending.done.is_set():
+            self.abandoned[ref] = None
+            if len(self.abandoned) > _ABANDONED:
+                del self.abandoned[next(iter(self.abandoned))]
 
     def fail(
         self, failure: TrioconnError, *, close_with: tuple[int, str] | None = None, dead: bool = False
@@ -149,19 +173,16 @@ class Link:
             self.fail(failure, dead=True)
             raise failure
 
-    async def subscribe(self, sub: Subscription) -> None:
-        """Send ``sub``'s ``subscribe`` (a resume after the first connection)."""
-        await self.send(sub._subscribe_frame(self._next_ref()).to_json())
+    async def subscribe(self, feed: Feed) -> None:
+        """Send ``feed``'s ``subscribe`` (a resume after the first connection)."""
+        await self.send(feed.subscribe_frame(self._next_ref()).to_json())
 
     def drop(self) -> None:
-        """The link is over: fail the publishes that waited on it."""
+        """The link is over: fail the publishes and requests that waited on it."""
         self.alive = False
         for pending in self.pending.values():
             if not pending.done.is_set():
-                pending.error = ConnectionBroken(
-                    "the connection was lost before the server acknowledged the publish; "
-                    "it may or may not have been stored"
-                )
+                pending.error = ConnectionBroken(pending.lost)
                 pending.done.set()
         self.pending.clear()
 
@@ -178,8 +199,8 @@ class Link:
         with trio.CancelScope(deadline=trio.current_time() + self.window) as watchdog:
             self._watchdog = watchdog
             try:
-                for sub in list(self._subs.values()):
-                    await self.subscribe(sub)
+                for feed in list(self._subs.values()):
+                    await self.subscribe(feed)
             except LinkClosing:
                 pass  # the frame that closed the connection is read below
             while True:
@@ -196,26 +217,29 @@ class Link:
             f"(its timeout {self.welcome.heartbeat_timeout:g} s + one ping interval)"
         )
 
-    async def _deliver(self, sub: Subscription, item: SubscriptionItem) -> None:
-        if sub._send_nowait(item):
-            return
-        # The consumer is behind. While we wait for it the silence is ours, not the server's,
-        # so the watchdog pauses.
-        assert self._watchdog is not None
-        self._watchdog.deadline = math.inf
-        await sub._send_item(item)
-        self._watchdog.deadline = trio.current_time() + self.window
+    async def _deliver(self, feed: Feed, items: list[Item]) -> None:
+        """Queue ``items`` for every local subscription of ``feed`` that wants them, in turn."""
+        for item in items:
+            for sub in feed.receivers(item):
+                if sub._send_nowait(item):
+                    continue
+                # The consumer is behind. While we wait for it the silence is ours, not the
+                # server's, so the watchdog pauses.
+                assert self._watchdog is not None
+                self._watchdog.deadline = math.inf
+                await sub._send_item(item)
+                self._watchdog.deadline = trio.current_time() + self.window
 
     async def _dispatch(self, frame: ServerFrame) -> None:
         counters = self._counters
         subs = self._subs
         if isinstance(frame, Event):
             counters.events_received += 1
-            sub = subs.get(frame.topic)
-            if sub is not None and sub in self.answered:
-                item = sub._on_event(frame)
+            feed = subs.get(frame.topic)
+            if feed is not None and feed in self.answered:
+                item = feed.on_event(frame)
                 if item is not None:
-                    await self._deliver(sub, item)
+                    await self._deliver(feed, [item])
         elif isinstance(frame, Ping):
             try:
                 await self.send(Pong(frame.id).to_json())
@@ -225,19 +249,27 @@ class Link:
             if frame.rtt is not None:
                 counters.last_rtt = frame.rtt
         elif isinstance(frame, Subscribed):  # also Reset
-            sub = subs.get(frame.topic)
-            if sub is None or not sub._matches(frame.ref):
+            feed = subs.get(frame.topic)
+            if feed is None or not feed.matches(frame.ref):
                 return
-            self.answered.add(sub)
+            self.answered.add(feed)
             if isinstance(frame, Reset):
                 counters.resets += 1
-            for answer_item in sub._on_answer(frame):
-                await self._deliver(sub, answer_item)
+            await self._deliver(feed, feed.on_answer(frame))
         elif isinstance(frame, End):
-            sub = subs.get(frame.topic)
-            if sub is not None and sub in self.answered:
+            feed = subs.get(frame.topic)
+            if feed is not None and feed in self.answered:
                 del subs[frame.topic]
-                sub._finish()
+                feed.finish()
+        elif isinstance(frame, Join | Leave):
+            # Like events, ignored until this connection answered: its member list decides.
+            feed = subs.get(frame.topic)
+            if feed is not None and feed in self.answered:
+                if isinstance(frame, Join):
+                    items = feed.on_join(JoinItem(frame.topic, frame.info, frame.session, frame.since))
+                else:
+                    items = feed.on_leave(LeaveItem(frame.topic, frame.info, frame.session))
+                await self._deliver(feed, items)
         elif isinstance(frame, Error):
             self._on_error(frame)
         elif isinstance(frame, Published):
@@ -245,6 +277,13 @@ class Link:
             if pending is not None:
                 pending.offset = frame.offset
                 pending.done.set()
+        elif isinstance(frame, Reply):
+            pending = self.pending.get(frame.ref) if isinstance(frame.ref, int) else None
+            if pending is not None:
+                pending.data = frame.data
+                pending.done.set()
+            elif isinstance(frame.ref, int):
+                self.abandoned.pop(frame.ref, None)
         elif isinstance(frame, Welcome):
             raise ProtocolError("unexpected-frame", "a second 'welcome' on the same connection")
 
@@ -255,10 +294,13 @@ class Link:
             pending.error = error
             pending.done.set()
             return
-        for topic, sub in self._subs.items():
-            if frame.ref is not None and sub._ref == frame.ref:
+        if isinstance(frame.ref, int) and frame.ref in self.abandoned:
+            del self.abandoned[frame.ref]  # the late answer to a request given up on
+            return
+        for topic, feed in self._subs.items():
+            if frame.ref is not None and feed.ref == frame.ref:
                 del self._subs[topic]
-                sub._finish(error)
+                feed.finish(error)
                 return
         self._log.warning(
             "unmatched-error", "error frame from the server that answers nothing we sent: %s", error

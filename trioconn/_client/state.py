@@ -72,7 +72,8 @@ class ClientStatistics:
         last_rtt: the last round trip (s) the server measured and sent in ``ping.rtt``.
         events_received: ``event`` frames received (before de-duplication).
         resets: ``reset`` answers received.
-        subscriptions: live subscriptions.
+        subscriptions: live subscriptions (each ``client.subscribe()``; several of one topic
+            share one on the wire).
         next_attempt_at: when the next attempt starts (``trio.current_time()`` clock), or None.
         paused: automatic reconnection is paused (``Client.pause()``).
     """

@@ -12,13 +12,18 @@ the connection (with a code); *broken* means the network or the peer went away w
     ├── ReconnectFailed(cause)             the client gave up: attempts exhausted or a final code
     ├── ProtocolError(code, message)       a frame broke protocol v1
     ├── ServerError(code, message, ref)    the server answered a client request with ``error``
+    ├── RequestTimeout                     ``client.request()`` had no answer within its timeout
     ├── TopicEnded(topic)                  a write to a topic that has been ended
     ├── TooManyTopics(limit)               the hub holds ``max_topics`` and none can be evicted
     ├── HubStopped                         the hub is not running (publishing from a thread)
-    └── BrokerUnavailable                  the broker (Redis) cannot be reached
+    ├── BrokerUnavailable                  the broker (Redis) cannot be reached
+    ├── RequestRefused(code, message)      a request handler refuses: the client gets that code
+    └── PublicationsLost(count)            ``hub.publications()`` fell behind and dropped some
 """
 
 from __future__ import annotations
+
+import re
 
 __all__ = [
     "BrokerUnavailable",
@@ -27,7 +32,10 @@ __all__ = [
     "HandshakeRejected",
     "HubStopped",
     "ProtocolError",
+    "PublicationsLost",
     "ReconnectFailed",
+    "RequestRefused",
+    "RequestTimeout",
     "ServerError",
     "TooManyTopics",
     "TopicEnded",
@@ -118,6 +126,14 @@ class ServerError(TrioconnError):
         self.ref = ref
 
 
+class RequestTimeout(TrioconnError):
+    """``client.request()`` got no answer within its ``timeout``.
+
+    The message says whether the request was sent (the handler may or may not have run) or
+    never left the client (no connection in time). A late answer is ignored.
+    """
+
+
 class TopicEnded(TrioconnError):
     """The topic has been ended; it accepts no more writes."""
 
@@ -144,3 +160,46 @@ class HubStopped(TrioconnError):
 
 class BrokerUnavailable(TrioconnError):
     """The broker could not be reached; nothing was published."""
+
+
+_CODE = re.compile(r"[a-z0-9-]{1,64}")
+
+
+class RequestRefused(TrioconnError):
+    """Raised by a request handler to answer the client with an ``error`` of this ``code``.
+
+    The client's ``request`` raises ``ServerError`` with the same ``code`` and ``message``.
+    Any other exception from a handler becomes the generic ``request-failed``, so only what the
+    handler chose to say reaches the client.
+
+    Args:
+        code: 1-64 characters of ``a-z``, ``0-9`` and ``-`` (``"not-found"``, ``"busy"``), so
+            clients can match on it.
+        message: for a person; sent as is.
+
+    Raises:
+        ValueError, TypeError: ``code`` or ``message`` is invalid.
+    """
+
+    def __init__(self, code: str, message: str = "") -> None:
+        if not isinstance(code, str):
+            raise TypeError(f"code must be a str, not {type(code).__name__}")
+        if not _CODE.fullmatch(code):
+            raise ValueError(f"code must be 1-64 characters of a-z, 0-9 and '-', got {code[:80]!r}")
+        if not isinstance(message, str):
+            raise TypeError(f"message must be a str, not {type(message).__name__}")
+        super().__init__(f"{code}: {message}" if message else code)
+        self.code = code
+        self.message = message
+
+
+class PublicationsLost(TrioconnError):
+    """``hub.publications()`` fell behind: ``count`` publications were dropped at this point.
+
+    Raised by the iterator where the gap is, once; iterating again continues with the
+    publications after it. The publications themselves were stored (their topics have them).
+    """
+
+    def __init__(self, count: int) -> None:
+        super().__init__(f"{count} publication(s) were dropped: the consumer fell behind")
+        self.count = count

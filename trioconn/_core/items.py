@@ -10,7 +10,16 @@ from typing import Any, TypeAlias
 
 import attrs
 
-__all__ = ["EventItem", "ResetItem", "SnapshotItem", "SubscriptionItem"]
+__all__ = [
+    "EventItem",
+    "JoinItem",
+    "LeaveItem",
+    "PresenceItem",
+    "ResetItem",
+    "SnapshotItem",
+    "Subscribed",
+    "SubscriptionItem",
+]
 
 
 @attrs.frozen
@@ -85,4 +94,61 @@ class ResetItem:
     has_snapshot: bool = False
 
 
+@attrs.frozen
+class JoinItem:
+    """Presence: someone subscribed to the topic (only with ``subscribe(topic, presence=True)``).
+
+    Attributes:
+        topic: the topic name.
+        identity: what the server shows of that subscriber (the ``info`` its ``authorize`` hook
+            gave with ``trioconn.Allow``; None when it gave none: anonymous). Never the server's
+            own identity object.
+        session: the subscriber's connection (its ``welcome`` session id): one member per
+            connection and topic.
+        since: when it subscribed, as a Unix time (seconds).
+    """
+
+    topic: str
+    identity: Any
+    session: str
+    since: float
+
+
+@attrs.frozen
+class LeaveItem:
+    """Presence: that subscription ended (it unsubscribed, or its connection ended).
+
+    Attributes:
+        topic: the topic name.
+        identity: what the server shows of that subscriber (see ``JoinItem.identity``).
+        session: the subscriber's connection.
+    """
+
+    topic: str
+    identity: Any
+    session: str
+
+
+@attrs.frozen
+class Subscribed:
+    """The server's first answer to a subscription: where it starts (``await sub.ready()``).
+
+    Attributes:
+        topic: the topic name.
+        epoch: the topic lifetime the offset belongs to.
+        offset: the topic's position when the subscription started: the items that follow
+            (replayed or live) come after it, or end at it for a replay.
+        kind: ``"stream"``, ``"state"``, or None while nothing has been written to the topic.
+    """
+
+    topic: str
+    epoch: str
+    offset: int
+    kind: str | None
+
+
 SubscriptionItem: TypeAlias = EventItem | SnapshotItem | ResetItem
+"""What every subscription yields, on the client and in the hub."""
+
+PresenceItem: TypeAlias = JoinItem | LeaveItem
+"""What a client subscription made with ``presence=True`` yields besides ``SubscriptionItem``."""

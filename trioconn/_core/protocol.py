@@ -38,10 +38,15 @@ __all__ = [
     "Error",
     "ErrorCode",
     "Event",
+    "Join",
+    "Leave",
+    "PresenceMember",
     "Ping",
     "Pong",
     "Publish",
     "Published",
+    "Reply",
+    "Request",
     "Reset",
     "ServerFrame",
     "Subscribe",
@@ -50,6 +55,7 @@ __all__ = [
     "Unsubscribed",
     "Welcome",
     "close_action",
+    "check_data_json",
     "encode_batch",
     "encode_data",
     "encode_event",
@@ -146,6 +152,21 @@ def encode_data(data: Any) -> str:
     return text
 
 
+def check_data_json(text: str) -> str:
+    """Return ``text`` if it is data ``encode_data`` could have made, else raise ``TypeError``.
+
+    For data encoded by someone else (a ``json_dumps`` hook): one JSON value, finite numbers
+    only, nested at most ``MAX_DATA_DEPTH`` deep, so nothing reaches a peer that it would refuse.
+    """
+    if json_depth_exceeds(text, MAX_DATA_DEPTH):
+        raise TypeError(f"data is nested more than {MAX_DATA_DEPTH} levels deep")
+    try:
+        _loads(text)
+    except ValueError as exc:  # NaN, Infinity, 1e999, not JSON at all
+        raise TypeError(f"data is not strict JSON: {exc}") from None
+    return text
+
+
 class ErrorCode(enum.StrEnum):
     """Machine-readable codes carried by ``error`` frames."""
 
@@ -162,6 +183,14 @@ class ErrorCode(enum.StrEnum):
     TOO_MANY_SUBSCRIPTIONS = "too-many-subscriptions"
     TOO_MANY_TOPICS = "too-many-topics"
     INTERNAL = "internal"
+    #: a ``request`` to a topic that has no request handler
+    NO_HANDLER = "no-handler"
+    #: the request handler raised an unexpected exception (details only in the server's log)
+    REQUEST_FAILED = "request-failed"
+    #: the request handler did not answer within the hub's ``request_timeout``
+    REQUEST_TIMEOUT = "request-timeout"
+    #: more than ``max_requests_in_flight`` requests of one connection are unanswered
+    TOO_MANY_REQUESTS = "too-many-requests"
 
 
 # --------------------------------------------------------------------------------------------
@@ -388,11 +417,36 @@ class Publish:
     data: Any
     ref: Ref = None
 
-    def to_json(self) -> str:
-        return dumps(_with({"type": "publish", "topic": self.topic, "data": self.data}, ref=self.ref))
+    def to_json(self, *, data_json: str | None = None) -> str:
+        """Encode the frame; ``data_json`` is the data as already-encoded JSON (``data`` unused)."""
+        if data_json is None:
+            return dumps(_with({"type": "publish", "topic": self.topic, "data": self.data}, ref=self.ref))
+        return (
+            dumps(_with({"type": "publish", "topic": self.topic}, ref=self.ref))[:-1]
+            + ',"data":'
+            + data_json
+            + "}"
+        )
 
 
-ClientFrame: TypeAlias = Subscribe | Unsubscribe | Pong | Publish
+@attrs.frozen
+class Request:
+    """Ask the server's request handler for ``topic``; answered by ``reply`` or ``error`` with
+    the same ``ref`` (required: it is how the client matches the answer)."""
+
+    topic: str
+    data: Any
+    ref: str | int
+
+    def to_json(self, *, data_json: str | None = None) -> str:
+        """Encode the frame; ``data_json`` is the data as already-encoded JSON (``data`` unused)."""
+        if data_json is None:
+            return dumps({"type": "request", "topic": self.topic, "data": self.data, "ref": self.ref})
+        head = dumps({"type": "request", "topic": self.topic, "ref": self.ref})
+        return head[:-1] + ',"data":' + data_json + "}"
+
+
+ClientFrame: TypeAlias = Subscribe | Unsubscribe | Pong | Publish | Request
 
 
 def _parse_subscribe(obj: Mapping[str, Any]) -> Subscribe:
@@ -414,11 +468,19 @@ def _parse_publish(obj: Mapping[str, Any]) -> Publish:
     return Publish(_topic(obj), obj["data"], _ref(obj))
 
 
+def _parse_request(obj: Mapping[str, Any]) -> Request:
+    topic, ref = _topic(obj), _ref(obj)
+    if ref is None:
+        raise _bad("ref", "is required: the answer carries it")
+    return Request(topic, obj.get("data"), ref)
+
+
 _CLIENT_PARSERS: Final[dict[str, Callable[[Mapping[str, Any]], ClientFrame]]] = {
     "subscribe": _parse_subscribe,
     "unsubscribe": lambda o: Unsubscribe(_topic(o), _ref(o)),
     "pong": lambda o: Pong(_int(o, "id") or 0),
     "publish": _parse_publish,
+    "request": _parse_request,
 }
 
 
@@ -501,11 +563,32 @@ class Ping:
 
 
 @attrs.frozen
+class PresenceMember:
+    """One subscriber of a topic as other subscribers see it (``subscribed.presence``).
+
+    Attributes:
+        info: what the server's ``authorize`` chose to show of this subscriber (any JSON;
+            None for an anonymous one). Never the server's identity object itself.
+        session: the subscriber's session id (one per connection; a person with two tabs is
+            two members).
+        since: when it subscribed, as a Unix time in seconds.
+    """
+
+    info: Any
+    session: str
+    since: float
+
+    def to_obj(self) -> dict[str, Any]:
+        return {"info": self.info, "session": self.session, "since": self.since}
+
+
+@attrs.frozen
 class Subscribed:
     """Answer to ``subscribe``: the topic's position and, for state topics, its current value.
 
     ``kind`` is None while nothing has been written to the topic. ``replayed`` events follow
-    this frame; ``ended`` means an ``end`` frame follows them.
+    this frame; ``ended`` means an ``end`` frame follows them. ``presence`` (the current
+    members) is present only when the server sends presence to this subscriber.
     """
 
     topic: str
@@ -517,6 +600,7 @@ class Subscribed:
     replayed: int = 0
     ended: bool = False
     ref: Ref = None
+    presence: tuple[PresenceMember, ...] | None = None
 
     _type = "subscribed"
 
@@ -537,6 +621,8 @@ class Subscribed:
         }
         if self.has_snapshot and snapshot_json is None:
             obj["snapshot"] = self.snapshot
+        if self.presence is not None:
+            obj["presence"] = [member.to_obj() for member in self.presence]
         text = dumps(_with(obj, ref=self.ref))
         if snapshot_json is None:
             return text
@@ -618,6 +704,53 @@ class Error:
 
 
 @attrs.frozen
+class Reply:
+    """Answer to ``request``: what the server's handler returned."""
+
+    ref: str | int
+    data: Any
+
+    def to_json(self, *, data_json: str | None = None) -> str:
+        """Encode; ``TypeError`` if ``data`` cannot be sent (see ``encode_data``). ``data_json``
+        is the data as already-encoded JSON (``data`` unused)."""
+        data_json = encode_data(self.data) if data_json is None else data_json
+        return '{"type":"reply","ref":' + dumps(self.ref) + ',"data":' + data_json + "}"
+
+
+@attrs.frozen
+class Join:
+    """Presence: a subscriber joined ``topic`` (sent to subscribers that get presence)."""
+
+    topic: str
+    info: Any
+    session: str
+    since: float
+
+    def to_json(self) -> str:
+        return dumps(
+            {
+                "type": "join",
+                "topic": self.topic,
+                "info": self.info,
+                "session": self.session,
+                "since": self.since,
+            }
+        )
+
+
+@attrs.frozen
+class Leave:
+    """Presence: that subscription of ``topic`` ended (unsubscribed, or its connection ended)."""
+
+    topic: str
+    info: Any
+    session: str
+
+    def to_json(self) -> str:
+        return dumps({"type": "leave", "topic": self.topic, "info": self.info, "session": self.session})
+
+
+@attrs.frozen
 class Batch:
     """Several server frames in one message, in order (only used on the wire)."""
 
@@ -628,7 +761,19 @@ class Batch:
 
 
 ServerFrame: TypeAlias = (
-    Welcome | Ping | Subscribed | Reset | Event | End | Unsubscribed | Published | Error | Batch
+    Welcome
+    | Ping
+    | Subscribed
+    | Reset
+    | Event
+    | End
+    | Unsubscribed
+    | Published
+    | Error
+    | Reply
+    | Join
+    | Leave
+    | Batch
 )
 
 
@@ -666,7 +811,43 @@ def _parse_subscribed(obj: Mapping[str, Any], cls: type[Subscribed]) -> Subscrib
         replayed=_int(obj, "replayed", required=False) or 0,
         ended=bool(obj.get("ended", False)),
         ref=_ref(obj),
+        presence=_presence(obj),
     )
+
+
+def _since(obj: Mapping[str, Any]) -> float:
+    value = obj.get("since")
+    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value < 1e12:
+        raise _bad("since", "must be a Unix time in seconds")
+    return float(value)
+
+
+def _session(obj: Mapping[str, Any]) -> str:
+    session = _str(obj, "session") or ""
+    if len(session) > MAX_REF_LENGTH:
+        raise _bad("session", f"must be at most {MAX_REF_LENGTH} characters")
+    return session
+
+
+def _presence(obj: Mapping[str, Any]) -> tuple[PresenceMember, ...] | None:
+    members = obj.get("presence")
+    if members is None:
+        return None
+    if not isinstance(members, list):
+        raise _bad("presence", "must be a list of {info, session, since}")
+    parsed = []
+    for member in members:
+        if not isinstance(member, dict):
+            raise _bad("presence", "must be a list of {info, session, since}")
+        parsed.append(PresenceMember(member.get("info"), _session(member), _since(member)))
+    return tuple(parsed)
+
+
+def _parse_reply(obj: Mapping[str, Any]) -> Reply:
+    ref = _ref(obj)
+    if ref is None:
+        raise _bad("ref", "is required")
+    return Reply(ref, obj.get("data"))
 
 
 def _parse_welcome(obj: Mapping[str, Any]) -> Welcome:
@@ -712,6 +893,9 @@ _SERVER_PARSERS: Final[dict[str, Callable[[Mapping[str, Any]], ServerFrame]]] = 
     "unsubscribed": lambda o: Unsubscribed(_topic(o), _ref(o)),
     "published": lambda o: Published(_topic(o), _int(o, "offset") or 0, _ref(o)),
     "error": _parse_error,
+    "reply": _parse_reply,
+    "join": lambda o: Join(_topic(o), o.get("info"), _session(o), _since(o)),
+    "leave": lambda o: Leave(_topic(o), o.get("info"), _session(o)),
 }
 
 

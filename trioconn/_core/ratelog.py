@@ -24,6 +24,15 @@ class RateLimitedLog:
         self._quiet: dict[str, list[float]] = {}
 
     def warning(self, key: str, message: str, *args: object) -> None:
+        self._log(logging.WARNING, key, message, args)
+
+    def exception(self, key: str, message: str, *args: object) -> None:
+        """Log at ERROR with the traceback of the exception being handled (rate-limited too)."""
+        self._log(logging.ERROR, key, message, args, exc_info=True)
+
+    def _log(
+        self, level: int, key: str, message: str, args: tuple[object, ...], exc_info: bool = False
+    ) -> None:
         now = self._clock()
         quiet = self._quiet.get(key)
         if quiet is not None and now < quiet[0]:
@@ -34,4 +43,4 @@ class RateLimitedLog:
         if skipped:
             message += " (and %d more like it not logged)"
             args = (*args, skipped)
-        self._logger.warning(message, *args)
+        self._logger.log(level, message, *args, exc_info=True if exc_info else None)

@@ -7,5 +7,7 @@
 - ``outbox``, ``topics``: what is queued for a client; topics with history and state;
 - ``broker``: where topics live (``MemoryBroker``; ``trioconn.redis`` adds Redis);
 - ``threads``: publishing from worker threads;
+- ``follow``, ``publications``, ``requests``, ``presence`` (and ``patterns``, their topic rule):
+  application code reacting to clients in-process;
 - ``groups``: keeping our own task groups out of the exceptions users see.
 """

@@ -12,9 +12,18 @@ from typing import Any, Literal, TypedDict, get_args
 
 import attrs
 
-from .._core.protocol import MAX_HEARTBEAT, MIN_HEARTBEAT
+from .._core.codec import JsonDumps, JsonLoads
+from .._core.protocol import MAX_HEARTBEAT, MIN_HEARTBEAT, encode_data
 
-__all__ = ["Authenticate", "Authorize", "HandshakeRequest", "HubConfig", "HubSettings", "RefuseWith"]
+__all__ = [
+    "Allow",
+    "Authenticate",
+    "Authorize",
+    "HandshakeRequest",
+    "HubConfig",
+    "HubSettings",
+    "RefuseWith",
+]
 
 
 def _origins(value: Collection[str] | None) -> frozenset[str] | None:
@@ -50,8 +59,45 @@ class HandshakeRequest:
     origins: tuple[str, ...] = ()
 
 
+def _presence_info(_instance: Any, _attribute: Any, value: Any) -> None:
+    try:
+        encode_data(value)
+    except TypeError as exc:
+        raise TypeError(f"Allow(info=...) must be JSON: other subscribers are sent it ({exc})") from None
+
+
+def _flag(_instance: Any, _attribute: Any, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"Allow(presence=...) must be a bool, not {type(value).__name__}")
+
+
+@attrs.frozen
+class Allow:
+    """What ``authorize`` may return instead of ``True`` to allow a subscribe with presence.
+
+    ``return trioconn.Allow(presence=True, info={"name": user.name})`` lets the client in and
+    sends it presence for the topic: the current members in its ``subscribed`` answer, then a
+    ``join``/``leave`` frame whenever another subscriber comes or goes. ``True`` is the same as
+    ``Allow()``: allowed, no presence frames, anonymous.
+
+    Attributes:
+        presence: send this subscriber presence frames for the topic.
+        info: what *other* subscribers (those with presence) are shown of this one: any JSON.
+            None (the default) shows it anonymously. The application always sees the identity
+            itself (``hub.presence(topic)``); clients never do.
+
+    For ``"publish"`` and ``"request"`` an ``Allow`` means allowed; its fields are not used.
+
+    Raises:
+        TypeError: ``presence`` is not a bool, or ``info`` is not JSON.
+    """
+
+    presence: bool = attrs.field(default=False, validator=_flag)
+    info: Any = attrs.field(default=None, validator=_presence_info)
+
+
 Authenticate = Callable[[HandshakeRequest], Any]
-Authorize = Callable[[Any, str, str], "bool | Awaitable[bool]"]
+Authorize = Callable[[Any, str, str], "bool | Allow | Awaitable[bool | Allow]"]
 
 
 def _positive(name: str) -> Callable[[Any, Any, Any], None]:
@@ -140,9 +186,25 @@ class HubConfig:
             and closed at once, before ``welcome``, with a close code (401 → 4401, 403 → 4403,
             503 → 1001, 500 → 1011, other retryable statuses → 1013, others → 1008) and the
             reason; browsers show every refused upgrade as 1006, but they see a close code.
-        authorize: ``(identity, topic, action) -> bool`` (sync or async), action being
-            ``"subscribe"`` or ``"publish"``. Without it, subscribing is allowed and client
-            publishing is refused.
+        authorize: ``(identity, topic, action) -> bool | Allow`` (sync or async), action being
+            ``"subscribe"``, ``"publish"`` or ``"request"``. Without it, subscribing and
+            requests (to topics with a handler) are allowed and client publishing is refused.
+            Returning ``Allow(presence=True, info=...)`` for a subscribe sends that client
+            presence frames (see ``Allow``).
+        request_timeout: seconds a request handler may take; then the client gets
+            ``request-timeout`` and the handler is cancelled.
+        max_requests_in_flight: requests of one connection that may be unanswered at once;
+            more are refused with ``too-many-requests``.
+        json_dumps: encodes published data and state values as JSON text, once per write
+            (``str`` or UTF-8 ``bytes``, e.g. ``orjson.dumps`` or
+            ``functools.partial(json.dumps, default=...)``). None: the standard library, strict.
+            Frames stay JSON text encoded by trioconn; the produced text is checked (finite
+            numbers, at most 32 levels deep) and a hook that raises makes ``publish`` raise
+            ``TypeError``. With ``RedisBroker`` it encodes what this process writes. It also
+            encodes what request handlers answer.
+        json_loads: decodes what application code reads: the data of clients' ``publish``
+            (before it is stored) and ``request`` frames (an exception it raises refuses them
+            with ``invalid-field``), and the items of ``hub.subscribe``. None: data as parsed.
 
     Raises:
         ValueError, TypeError: a setting is invalid; the message says which and why.
@@ -172,6 +234,10 @@ class HubConfig:
     )
     authorize: Authorize | None = attrs.field(default=None, validator=_optional_callable("authorize"))
     refuse_with: RefuseWith = attrs.field(default="http", validator=_refuse_with)
+    request_timeout: float = attrs.field(default=10.0, validator=_positive("request_timeout"))
+    max_requests_in_flight: int = attrs.field(default=16, validator=_positive_int("max_requests_in_flight"))
+    json_dumps: JsonDumps | None = attrs.field(default=None, validator=_optional_callable("json_dumps"))
+    json_loads: JsonLoads | None = attrs.field(default=None, validator=_optional_callable("json_loads"))
 
     def __attrs_post_init__(self) -> None:
         for name in ("heartbeat_interval", "heartbeat_timeout"):
@@ -221,3 +287,7 @@ class HubSettings(TypedDict, total=False):
     authenticate: Authenticate | None
     authorize: Authorize | None
     refuse_with: RefuseWith
+    request_timeout: float
+    max_requests_in_flight: int
+    json_dumps: JsonDumps | None
+    json_loads: JsonLoads | None

@@ -11,6 +11,9 @@ hub and sends the close frame. Nothing about a connection outlives its nursery.
 - The **receiver** reads frames; every frame pushes the heartbeat deadline ``timeout`` ahead.
 - The **heartbeat** task queues a ``ping`` every ``interval`` inside a cancel scope whose deadline
   the receiver keeps moving; when it passes, the connection is closed with 4000.
+- Each ``request`` the client sends runs its handler as one more task of the same nursery
+  (``requests.py``), at most ``max_requests_in_flight`` at once, so a handler ends with the
+  connection that asked.
 - The **sender** is the only task that writes to the socket. It takes whatever is queued and sends
   it as one message (a ``batch`` if several). An outbox overflow closes the connection with 4001.
   A send that takes longer than ``send_timeout`` (the peer stopped reading and TCP is full) also
@@ -43,7 +46,9 @@ from typing import Any
 
 import anyio
 import attrs
+from anyio.abc import TaskGroup
 
+from .._core.codec import JsonCodec
 from .._core.exceptions import BrokerUnavailable, ProtocolError, TooManyTopics, TopicEnded
 from .._core.protocol import (
     Error,
@@ -52,6 +57,7 @@ from .._core.protocol import (
     Pong,
     Publish,
     Published,
+    Request,
     Subscribe,
     Unsubscribe,
     Unsubscribed,
@@ -59,15 +65,24 @@ from .._core.protocol import (
     encode_batch,
     parse_client_frame,
 )
+from .._core.ratelog import RateLimitedLog
 from .broker import Broker
-from .config import HubConfig
+from .config import Allow, HubConfig
 from .outbox import Outbox
+from .patterns import TopicPattern
+from .presence import Presence
+from .publications import Publication
+from .requests import Request as HandlerRequest
+from .requests import RequestHandler, RequestHandlers, answer
 from .socket import ServerSocket, SocketClosed
 from .topics import TopicRegistry
 
 __all__ = ["ConnectionStatistics", "HubServices", "ServerConnection"]
 
 logger = logging.getLogger("trioconn")
+
+#: what ``_decode`` returns for data the hub's ``json_loads`` refused
+_REFUSED: Any = object()
 
 #: How long the close handshake may take once the connection's tasks are done.
 CLOSE_TIMEOUT = 2.0
@@ -86,6 +101,17 @@ class HubServices:
     closing: Callable[[ServerConnection], None]
     #: called once when its close handshake is over (or timed out)
     finished: Callable[[ServerConnection], None]
+    #: the members of each topic (``presence.py``)
+    presence: Presence
+    #: the application's request handlers
+    requests: RequestHandlers
+    #: hands a stored client publication to the application's readers (``publications.py``)
+    published: Callable[[Publication], None]
+    #: where failing request handlers are logged, at most once per handler per 10 s
+    log: RateLimitedLog
+    #: the hub's ``json_dumps``/``json_loads``: what clients publish and request is decoded
+    #: with it before application code sees it, and replies are encoded with it
+    codec: JsonCodec = attrs.field(factory=JsonCodec)
     #: called with every ping round-trip time measured (seconds), for the hub's histogram
     observe_rtt: Callable[[float], None] = lambda _seconds: None
 
@@ -123,6 +149,7 @@ class ServerConnection:
         "_draining",
         "_dropped",
         "_has_work",
+        "_in_flight",
         "_paused_for",
         "_ping_id",
         "_ping_sent_at",
@@ -130,6 +157,7 @@ class ServerConnection:
         "_send_broken",
         "_services",
         "_socket",
+        "_tasks",
         "cause",
         "close_code",
         "close_reason",
@@ -180,6 +208,8 @@ class ServerConnection:
         self._dropped = 0
         self.events_delivered = 0
         self.rtt: float | None = None
+        self._tasks: TaskGroup | None = None
+        self._in_flight = 0
 
     # -- Subscriber (called synchronously by the topic registry) -------------------------------
 
@@ -193,7 +223,17 @@ class ServerConnection:
 
     def deliver_end(self, topic: str, encoded: str) -> None:
         self.subscriptions.discard(topic)
+        self._services.presence.leave(topic, self.session, quiet=True)
         self._queue(encoded)
+
+    def deliver_presence(self, encoded: str) -> None:
+        """A ``join``/``leave`` frame: queued like an event, since other clients cause them."""
+        if self.close_code is not None:
+            return
+        if not self.outbox.put(encoded):
+            self.slow_consumer()
+            return
+        self._wake()
 
     def deliver_reset(self, topic: str, encoded: str) -> None:
         self.outbox.put_control(topic, encoded)
@@ -290,6 +330,7 @@ class ServerConnection:
         try:
             with self._scope:
                 async with anyio.create_task_group() as tasks:
+                    self._tasks = tasks
                     tasks.start_soon(self._receiver)
                     tasks.start_soon(self._sender)
                     tasks.start_soon(self._heartbeat)
@@ -299,23 +340,27 @@ class ServerConnection:
             logger.exception("connection %s failed", self.session)
             self.close(1011, "internal error", "internal-error", drain=False)
         finally:
-            if self.close_code is None:  # cancelled from outside: the hub is going away
-                self.close(1001, "server shutting down", "shutdown", drain=False)
-            self._services.closing(self)
-            with anyio.CancelScope(shield=True, deadline=anyio.current_time() + CLOSE_TIMEOUT):
-                # A send cancelled half-way, or bytes the transport never took: no close frame
-                # can follow them on this stream.
-                abort = self._send_broken or self._socket.pending > 0
-                await self._socket.close(self.close_code or 1001, self.close_reason, abort=abort)
-            logger.info(
-                "connection %s closed: %s (code %s%s) after %.1fs",
-                self.session,
-                self.cause,
-                self.close_code,
-                f", {self.close_reason}" if self.close_reason else "",
-                anyio.current_time() - self.opened_at,
-            )
-            self._services.finished(self)
+            # Whatever interrupts this (a KeyboardInterrupt can land in any task), the hub must
+            # hear that the connection finished: its shutdown waits for every connection.
+            try:
+                if self.close_code is None:  # cancelled from outside: the hub is going away
+                    self.close(1001, "server shutting down", "shutdown", drain=False)
+                self._services.closing(self)
+                with anyio.CancelScope(shield=True, deadline=anyio.current_time() + CLOSE_TIMEOUT):
+                    # A send cancelled half-way, or bytes the transport never took: no close
+                    # frame can follow them on this stream.
+                    abort = self._send_broken or self._socket.pending > 0
+                    await self._socket.close(self.close_code or 1001, self.close_reason, abort=abort)
+                logger.info(
+                    "connection %s closed: %s (code %s%s) after %.1fs",
+                    self.session,
+                    self.cause,
+                    self.close_code,
+                    f", {self.close_reason}" if self.close_reason else "",
+                    anyio.current_time() - self.opened_at,
+                )
+            finally:
+                self._services.finished(self)
 
     async def _receiver(self) -> None:
         timeout = self._config.heartbeat_timeout
@@ -375,7 +420,7 @@ class ServerConnection:
         if not self.close(code, reason, cause, drain=False):
             self._scope.cancel()  # we were already closing, but there is nobody left to wait for
 
-    async def _handle(self, frame: Subscribe | Unsubscribe | Pong | Publish) -> None:
+    async def _handle(self, frame: Subscribe | Unsubscribe | Pong | Publish | Request) -> None:
         if isinstance(frame, Pong):
             self.pongs_seen += 1
             if frame.id == self._ping_id and self._ping_sent_at is not None:
@@ -385,19 +430,60 @@ class ServerConnection:
         if isinstance(frame, Unsubscribe):
             if self._services.registry.unsubscribe(frame.topic, self, now=anyio.current_time()):
                 self.subscriptions.discard(frame.topic)
+                self._services.presence.leave(frame.topic, self.session)
                 self._queue(Unsubscribed(frame.topic, frame.ref).to_json())
             else:
                 self._refuse(frame, ErrorCode.NOT_SUBSCRIBED, "not subscribed to this topic")
             return
-        action = "subscribe" if isinstance(frame, Subscribe) else "publish"
-        if not await self._authorized(frame.topic, action):
+        action = _ACTIONS[type(frame)]
+        allowed = await self._authorized(frame.topic, action)
+        if allowed is None:
             self._refuse(frame, ErrorCode.FORBIDDEN, f"{action} not allowed on this topic")
         elif isinstance(frame, Subscribe):
-            await self._subscribe(frame)
-        else:
+            await self._subscribe(frame, allowed)
+        elif isinstance(frame, Publish):
             await self._publish(frame)
+        else:
+            self._request(frame)
 
-    async def _subscribe(self, frame: Subscribe) -> None:
+    def _request(self, frame: Request) -> None:
+        """Start the handler for ``frame`` in this connection's nursery (it answers by itself)."""
+        found = self._services.requests.find(frame.topic)
+        if found is None:
+            self._refuse(frame, ErrorCode.NO_HANDLER, "no request handler for this topic")
+            return
+        limit = self._config.max_requests_in_flight
+        if self._in_flight >= limit:
+            self._refuse(
+                frame, ErrorCode.TOO_MANY_REQUESTS, f"at most {limit} requests may wait for an answer"
+            )
+            return
+        if self._tasks is None or self.close_code is not None:
+            return  # closing: nobody is left to answer
+        data = self._decode(frame)
+        if data is _REFUSED:
+            return
+        self._in_flight += 1
+        request = HandlerRequest(frame.topic, data, self.identity, self.session)
+        self._tasks.start_soon(self._answer, frame, request, found)
+
+    async def _answer(
+        self, frame: Request, request: HandlerRequest, found: tuple[TopicPattern, RequestHandler]
+    ) -> None:
+        try:
+            encoded = await answer(
+                frame,
+                request,
+                found,
+                seconds=self._config.request_timeout,
+                log=self._services.log,
+                encode=self._services.codec.encode,
+            )
+            self._queue(encoded)
+        finally:
+            self._in_flight -= 1
+
+    async def _subscribe(self, frame: Subscribe, allowed: Allow) -> None:
         if frame.topic in self.subscriptions:
             self._refuse(frame, ErrorCode.ALREADY_SUBSCRIBED, "already subscribed to this topic")
             return
@@ -421,6 +507,8 @@ class ServerConnection:
             except BrokerUnavailable as exc:
                 self._refuse(frame, ErrorCode.INTERNAL, str(exc))
                 return
+        presence = self._services.presence
+        member, members = presence.prepare(frame.topic, self.identity, self.session, allowed.info)
         frames = registry.subscribe(
             frame.topic,
             self,
@@ -429,15 +517,32 @@ class ServerConnection:
             offset=frame.offset,
             last=frame.last,
             ref=frame.ref,
+            presence=members if allowed.presence else None,
         )
         topic = registry.get(frame.topic)
         if topic is not None and self in topic.subscribers:
             self.subscriptions.add(frame.topic)
+            presence.join(frame.topic, member, self, receives=allowed.presence)
         self._queue(*frames)
 
-    async def _publish(self, frame: Publish) -> None:
+    def _decode(self, frame: Publish | Request) -> Any:
+        """The frame's data through the hub's ``json_loads``, or ``_REFUSED`` (the client was
+        answered ``invalid-field``) when the hook raised."""
+        codec = self._services.codec
+        if codec.loads is None:
+            return frame.data
         try:
-            offset = await self._services.publish(frame.topic, frame.data)
+            return codec.decode(frame.data)
+        except Exception as exc:
+            self._refuse(frame, ErrorCode.INVALID_FIELD, f"field 'data' was refused by json_loads: {exc}")
+            return _REFUSED
+
+    async def _publish(self, frame: Publish) -> None:
+        data = self._decode(frame)
+        if data is _REFUSED:
+            return
+        try:
+            offset = await self._services.publish(frame.topic, data)
         except TopicEnded as exc:
             self._refuse(frame, ErrorCode.TOPIC_ENDED, str(exc))
         except TooManyTopics as exc:
@@ -450,17 +555,29 @@ class ServerConnection:
             self._refuse(frame, ErrorCode.INTERNAL, str(exc))
         else:
             self._queue(Published(frame.topic, offset, frame.ref).to_json())
+            self._services.published(Publication(frame.topic, data, offset, self.identity, self.session))
 
-    async def _authorized(self, topic: str, action: str) -> bool:
-        hook: Callable[[Any, str, str], bool | Awaitable[bool]] | None = self._config.authorize
+    async def _authorized(self, topic: str, action: str) -> Allow | None:
+        """What ``authorize`` says: an ``Allow`` (``True`` is ``Allow()``), or None if refused.
+
+        Without the hook, subscribing and requests are allowed (a request reaches only a
+        handler the application registered) and publishing is not.
+        """
+        hook: Callable[[Any, str, str], bool | Allow | Awaitable[bool | Allow]] | None = (
+            self._config.authorize
+        )
         if hook is None:
-            return action == "subscribe"
+            return None if action == "publish" else _ALLOWED
         result = hook(self.identity, topic, action)
         if inspect.isawaitable(result):
             result = await result
-        return bool(result)
+        if isinstance(result, Allow):
+            return result
+        return _ALLOWED if result else None
 
-    def _refuse(self, frame: Subscribe | Unsubscribe | Publish, code: ErrorCode, message: str) -> None:
+    def _refuse(
+        self, frame: Subscribe | Unsubscribe | Publish | Request, code: ErrorCode, message: str
+    ) -> None:
         self._queue(Error(code.value, message, frame.ref, frame.topic).to_json())
 
     async def _sender(self) -> None:
@@ -520,6 +637,11 @@ class ServerConnection:
 #: front end answers them with a close frame carrying the code). A client that itself closes
 #: with one of them reports a protocol error too, and is counted the same way.
 _PROTOCOL_FAILURES = {1002: "protocol-error", 1007: "invalid-utf8"}
+
+
+_ALLOWED = Allow()
+#: what ``authorize`` is asked about, per client frame
+_ACTIONS: dict[type, str] = {Subscribe: "subscribe", Publish: "publish", Request: "request"}
 
 
 def _message(frames: list[str]) -> str:

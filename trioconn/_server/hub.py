@@ -18,6 +18,13 @@ cannot keep up is closed with 4001 and resumes from history. With a shared broke
 process's writes to this hub's registry. That task runs while at least one ``serve`` or
 ``running()`` holds it (``_BrokerRunner``): it lives in the task group of one of them, and moves to
 another holder's when that one ends.
+
+Application code reacts to clients in-process through four doors, each a small module of its
+own: ``subscribe`` follows a topic like a client (``follow.py``), ``publications`` reads what
+clients publish (``publications.py``), ``on_request`` answers their requests (``requests.py``),
+and ``presence``/``presence_changes`` tell who is subscribed (``presence.py``). All of them
+touch the hub's state, so, like publishing, they belong to the hub's event loop thread; a call
+from another thread is refused with an error that names ``from_thread()``.
 """
 
 from __future__ import annotations
@@ -25,10 +32,11 @@ from __future__ import annotations
 import inspect
 import logging
 import secrets
+import threading
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar, overload
 
 import anyio
 import anyio.lowlevel
@@ -36,15 +44,25 @@ import attrs
 from anyio.abc import TaskGroup, TaskStatus
 from typing_extensions import Unpack
 
-from .._core.exceptions import HandshakeRejected, HubStopped
+from .._core.codec import JsonCodec
+from .._core.exceptions import HandshakeRejected, HubStopped, TrioconnError
+from .._core.protocol import validate_topic
+from .._core.ratelog import RateLimitedLog
 from .broker import Broker, MemoryBroker
 from .config import HandshakeRequest, HubConfig, HubSettings
 from .connection import CLOSE_TIMEOUT, ConnectionStatistics, HubServices, ServerConnection
+from .follow import HubSubscription
 from .groups import unwrap_group
 from .histogram import Histogram, HistogramSnapshot
+from .patterns import TopicPattern
+from .presence import Member, Presence, PresenceChanges
+from .publications import Publication, Publications
+from .requests import RequestHandler, RequestHandlers
 from .socket import Accepted, Admission, Refused, ServerSocket
 from .threads import HubThreadHandle
 from .topics import Subscriber, TopicRegistry, TopicStatistics
+
+H = TypeVar("H", bound=RequestHandler)
 
 __all__ = ["BaseHub", "HubStatistics"]
 
@@ -109,18 +127,27 @@ class BaseHub:
         elif settings:
             raise TypeError(f"give settings in config or as keywords, not both (got {sorted(settings)})")
         self.config = config
+        self._codec = JsonCodec(config.json_dumps, config.json_loads)
         self._registry = TopicRegistry(
             history_size=config.history_size,
             ended_retention=config.ended_retention,
             history_bytes=config.history_bytes,
             idle_retention=config.idle_retention,
             max_topics=config.max_topics,
+            encode_data=self._codec.encode,
         )
         if broker is not None and not isinstance(broker, Broker):
             raise TypeError(f"broker must be a trioconn Broker, not {type(broker).__name__}")
         self._broker: Broker = MemoryBroker() if broker is None else broker
         self._broker.bind(self._registry, self._slow_consumer)
         self._broker_runner = _BrokerRunner(self._broker)
+        self._presence = Presence()
+        self._requests = RequestHandlers()
+        #: open ``publications()`` readers and ``subscribe()`` followers
+        self._readers: list[Publications] = []
+        self._followers: set[HubSubscription] = set()
+        #: the thread of the event loop the hub runs in (set by the first call made there)
+        self._loop_thread: int | None = None
         #: counts of connections that have finished, and of writes: ``statistics()`` adds them up
         self._totals: Counter[str] = Counter()
         self._rtt = Histogram()
@@ -131,6 +158,11 @@ class BaseHub:
             publish=self.publish,
             closing=self._release_subscriptions,
             finished=self._connection_finished,
+            presence=self._presence,
+            requests=self._requests,
+            published=self._published,
+            log=RateLimitedLog(logger, anyio.current_time),
+            codec=self._codec,
             observe_rtt=self._rtt.observe,
         )
         self._connections: dict[str, ServerConnection] = {}
@@ -223,7 +255,7 @@ class BaseHub:
         ``MemoryBroker`` there is nothing to run.
         An exception raised in the block comes out of it unchanged.
         """
-        self._check_running()
+        self._check_running("running")
         group = _Group()
         with unwrap_group():
             async with anyio.create_task_group() as tasks:
@@ -280,6 +312,7 @@ class BaseHub:
         now = anyio.current_time()
         for topic in conn.subscriptions:
             self._registry.unsubscribe(topic, conn, now=now)
+            self._presence.leave(topic, conn.session)
         conn.subscriptions.clear()
         self._disconnects[conn.cause] += 1
 
@@ -292,9 +325,40 @@ class BaseHub:
 
     # -- publishing ----------------------------------------------------------------------------
 
-    def _check_running(self) -> None:
+    def _check_running(self, call: str = "") -> None:
+        """Refuse a call from outside the hub's event loop thread, or after ``aclose``."""
+        if threading.get_ident() != self._loop_thread:
+            self._enter_thread(call)
         if self._stopping or self._stopped:
             raise HubStopped("the hub has been closed")
+
+    def _enter_thread(self, call: str) -> None:
+        """The first call in an event loop claims its thread; a call from elsewhere is refused.
+
+        A thread without an event loop (a worker thread) is always refused: the hub's state
+        is not thread-safe. Another event loop's thread may take the hub over only while the
+        hub is idle there (nothing served, followed or read), e.g. a second ``trio.run``.
+        """
+        name = f"hub.{call or 'serve'}()"
+        try:
+            anyio.lowlevel.current_token()
+        except RuntimeError:
+            raise TrioconnError(
+                f"{name} was called from a thread without an event loop (a worker thread?): the "
+                "hub is not thread-safe. Call hub.from_thread() in the hub's event loop and "
+                "publish from the thread through that handle (handle.publish/set_state/end)"
+            ) from None
+        if self._loop_thread is not None and self._busy():
+            raise TrioconnError(
+                f"{name} was called from another thread's event loop than the one running the "
+                "hub: use a handle from hub.from_thread() (made in the hub's event loop) there"
+            )
+        self._loop_thread = threading.get_ident()
+
+    def _busy(self) -> bool:
+        return bool(
+            self._connections or self._running or self._serve_scopes or self._followers or self._readers
+        )
 
     def _slow_consumer(self, sub: Subscriber) -> None:
         if isinstance(sub, ServerConnection):
@@ -318,7 +382,7 @@ class BaseHub:
             RuntimeError: the broker cannot write without waiting (``RedisBroker``): use
                 ``await publish``. There is deliberately no hidden queue that could lose writes.
         """
-        self._check_running()
+        self._check_running("publish_nowait")
         offset = self._broker.write_nowait(topic, "stream", data)
         self._totals["published"] += 1
         return offset
@@ -336,7 +400,7 @@ class BaseHub:
                 message says so).
             TypeError, ValueError, TopicEnded, HubStopped: as ``publish_nowait``.
         """
-        self._check_running()
+        self._check_running("publish")
         offset = await self._broker.write(topic, "stream", data)
         self._totals["published"] += 1
         return offset
@@ -347,14 +411,14 @@ class BaseHub:
         A subscriber still holding an unsent older value gets only this one.
         Raises the same errors as ``publish_nowait``.
         """
-        self._check_running()
+        self._check_running("set_state_nowait")
         offset = self._broker.write_nowait(topic, "state", value)
         self._totals["published"] += 1
         return offset
 
     async def set_state(self, topic: str, value: Any) -> int:
         """Like ``set_state_nowait``, awaitable; raises the same errors as ``publish``."""
-        self._check_running()
+        self._check_running("set_state")
         offset = await self._broker.write(topic, "state", value)
         self._totals["published"] += 1
         return offset
@@ -364,12 +428,12 @@ class BaseHub:
 
         Idempotent. Returns the final offset.
         """
-        self._check_running()
+        self._check_running("end_nowait")
         return self._broker.end_nowait(topic)
 
     async def end(self, topic: str) -> int:
         """Like ``end_nowait``, awaitable; raises the same errors as ``publish``."""
-        self._check_running()
+        self._check_running("end")
         return await self._broker.end(topic)
 
     @property
@@ -382,8 +446,192 @@ class BaseHub:
 
         Call this in the hub's event loop (trio or asyncio: it remembers which) and hand the
         result to threads.
+
+        Raises:
+            TrioconnError: called from a thread without an event loop (call it in the hub's
+                event loop and pass the handle to the thread).
         """
-        return HubThreadHandle(self, anyio.lowlevel.current_token())
+        try:
+            token = anyio.lowlevel.current_token()
+        except RuntimeError:
+            raise TrioconnError(
+                "hub.from_thread() was called from a thread without an event loop: call it in "
+                "the hub's event loop and pass the handle it returns to the worker thread"
+            ) from None
+        return HubThreadHandle(self, token)
+
+    # -- reacting to clients in-process -------------------------------------------------------
+
+    @asynccontextmanager
+    async def subscribe(
+        self, topic: str, *, last: int | None = None, buffer_size: int = 256
+    ) -> AsyncIterator[HubSubscription]:
+        """Follow ``topic`` in this process, as a client would, without a socket::
+
+            async with hub.subscribe("jobs/42") as sub:
+                async for item in sub:  # SnapshotItem, EventItem, ResetItem
+                    ...
+
+        The same items and order as a client subscription: a state topic's value first, the
+        ``last`` events of a stream replayed, then every write; iteration ends at the topic's
+        end, when the block is left, or when the hub is closed. Publishers never wait for it:
+        a follower more than ``buffer_size`` events behind catches up from history when it has
+        read its buffer (a ``ResetItem`` if the history no longer reaches back), never with a
+        silent gap. ``await sub.ready()`` tells where it started. With a shared broker (Redis)
+        the broker must be running (``serve`` or ``running()``).
+
+        Args:
+            topic: the topic to follow.
+            last: replay up to this many of a stream topic's most recent events first.
+            buffer_size: live events held for the consumer before it counts as behind.
+
+        Raises:
+            ValueError, TypeError: an invalid argument (the message names it).
+            TooManyTopics: the topic is new and the hub holds ``max_topics``.
+            BrokerUnavailable: the shared broker cannot load the topic.
+            HubStopped: the hub has been closed.
+        """
+        _check_topic(topic, "topic")
+        if last is not None:
+            _check_count(last, "last", minimum=0)
+        _check_count(buffer_size, "buffer_size", minimum=1)
+        self._check_running("subscribe")
+        follower = HubSubscription(
+            topic,
+            last=last,
+            buffer_size=buffer_size,
+            registry=self._registry,
+            broker=self._broker,
+            decode=self._codec.decode_item if self._codec.loads is not None else None,
+        )
+        self._followers.add(follower)
+        try:
+            await follower._attach(resume=False)
+            yield follower
+        finally:
+            self._followers.discard(follower)
+            follower._detach()
+
+    @asynccontextmanager
+    async def publications(
+        self, topic_or_prefix: str, *, buffer_size: int = 256
+    ) -> AsyncIterator[Publications]:
+        """Read what clients publish on a topic (or on every topic with a prefix: ``"jobs/*"``)::
+
+            async with hub.publications("jobs/control") as publications:
+                async for publication in publications:
+                    print(publication.identity, publication.data)
+
+        Each ``Publication`` (topic, data, offset, identity, session) arrives after it was
+        stored, only on the hub process whose client published it (with a shared broker, once
+        in all). Every open reader gets every matching publication. Clients never wait for a
+        reader: one more than ``buffer_size`` behind loses the publications that do not fit,
+        and iteration raises ``PublicationsLost(count)`` where they are missing, once, then
+        continues. Iteration ends when the hub is closed. Whether a client may publish at all
+        is ``authorize``'s decision (action ``"publish"``).
+
+        Raises:
+            ValueError, TypeError: an invalid argument (the message names it).
+            HubStopped: the hub has been closed.
+        """
+        pattern = TopicPattern.parse(topic_or_prefix)
+        _check_count(buffer_size, "buffer_size", minimum=1)
+        self._check_running("publications")
+        reader = Publications(pattern, buffer_size)
+        self._readers.append(reader)
+        try:
+            await anyio.lowlevel.checkpoint()
+            yield reader
+        finally:
+            self._readers.remove(reader)
+            reader._close()
+
+    def _published(self, publication: Publication) -> None:
+        for reader in self._readers:
+            if reader.pattern.matches(publication.topic):
+                reader._put(publication)
+
+    @overload
+    def on_request(self, topic_or_prefix: str) -> Callable[[H], H]: ...
+
+    @overload
+    def on_request(self, topic_or_prefix: str, handler: H) -> H: ...
+
+    def on_request(self, topic_or_prefix: str, handler: H | None = None) -> H | Callable[[H], H]:
+        """Answer clients' ``request`` on a topic (or on every topic with a prefix: ``"jobs/*"``).
+
+        ``handler(request)`` (async or not) gets a ``Request`` (topic, data, identity,
+        session); what it returns (JSON) is the reply. Raising ``RequestRefused(code, message)``
+        answers with that error code; any other exception answers ``request-failed`` and is
+        logged with its traceback. Each runs in its client's connection (cancelled if the
+        client goes), within ``request_timeout``, at most ``max_requests_in_flight`` per
+        connection. An exact topic wins over a prefix, a longer prefix over a shorter one.
+        Whether a client may ask at all is ``authorize``'s decision (action ``"request"``).
+        Works as a decorator too: ``@hub.on_request("jobs/start")``.
+
+        Returns:
+            ``handler`` (or, without one, a decorator that registers its function).
+
+        Raises:
+            ValueError: the pattern already has a handler, or is not a valid topic.
+            TypeError: ``handler`` is not callable.
+        """
+        pattern = TopicPattern.parse(topic_or_prefix)
+        if handler is None:
+
+            def register(function: H) -> H:
+                self._requests.add(pattern, function)
+                return function
+
+            return register
+        self._requests.add(pattern, handler)
+        return handler
+
+    def presence(self, topic: str) -> tuple[Member, ...]:
+        """The client subscriptions of ``topic`` on this hub process, oldest first.
+
+        Each ``Member`` has the client's ``identity``, ``session``, ``since`` (a Unix time) and
+        the ``info`` other subscribers are shown (see ``trioconn.Allow``). In-process followers
+        (``hub.subscribe``) are not members. Not shared through a broker: with Redis, each
+        process knows its own clients.
+        """
+        _check_topic(topic, "topic")
+        self._check_thread("presence")
+        return self._presence.members(topic)
+
+    @asynccontextmanager
+    async def presence_changes(
+        self, topic_or_prefix: str, *, buffer_size: int = 256
+    ) -> AsyncIterator[PresenceChanges]:
+        """Read ``Joined``/``Left`` as clients subscribe to a topic (or a prefix's topics) and leave::
+
+            async with hub.presence_changes("rooms/*") as changes:
+                async for change in changes:
+                    print(type(change).__name__, change.topic, change.identity)
+
+        A subscription leaves when the client unsubscribes, the topic ends, or the connection
+        ends in any way. A reader more than ``buffer_size`` changes behind gets the net changes
+        (a client that came and went meanwhile is left out), so its view stays right and its
+        memory bounded. Iteration ends when the hub is closed.
+
+        Raises:
+            ValueError, TypeError: an invalid argument (the message names it).
+            HubStopped: the hub has been closed.
+        """
+        pattern = TopicPattern.parse(topic_or_prefix)
+        _check_count(buffer_size, "buffer_size", minimum=1)
+        self._check_running("presence_changes")
+        reader = PresenceChanges(pattern, buffer_size)
+        self._presence.add_reader(reader)
+        try:
+            await anyio.lowlevel.checkpoint()
+            yield reader
+        finally:
+            self._presence.remove_reader(reader)
+
+    def _check_thread(self, call: str) -> None:
+        if threading.get_ident() != self._loop_thread:
+            self._enter_thread(call)
 
     # -- control -------------------------------------------------------------------------------
 
@@ -423,6 +671,11 @@ class BaseHub:
         await self._all.close_all()
         for scope in list(self._serve_scopes):
             scope.cancel()
+        for follower in list(self._followers):
+            follower._finish()
+        for reader in self._readers:
+            reader._close()
+        self._presence.close_readers()
         self._stopped = True
         logger.info("hub closed")
 
@@ -435,7 +688,9 @@ class BaseHub:
             accepted=self._accepted,
             disconnects=dict(self._disconnects),
             sessions=tuple(live),
-            topics={topic.name: topic.statistics() for topic in self._registry},
+            topics={
+                topic.name: topic.statistics(self._presence.count(topic.name)) for topic in self._registry
+            },
             topics_expired=self._registry.expired,
             sockets=sockets,
             handshaking=handshaking,
@@ -549,3 +804,18 @@ class _BrokerRunner:
 
 #: How long moving the broker to another holder may take (stopping it, starting it again).
 _HANDOVER_TIMEOUT = 10.0
+
+
+def _check_topic(topic: object, argument: str) -> None:
+    try:
+        validate_topic(topic)
+    except ValueError as exc:
+        message = str(exc).replace("topic", argument, 1)
+        raise (TypeError if not isinstance(topic, str) else ValueError)(message) from None
+
+
+def _check_count(value: object, argument: str, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{argument} must be an int, not {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{argument} must be >= {minimum}, got {value}")

@@ -51,7 +51,15 @@ from typing import Any, Literal, Protocol, TypeAlias
 import attrs
 
 from .._core.exceptions import TooManyTopics, TopicEnded
-from .._core.protocol import End, Reset, Subscribed, encode_data, encode_event_json, validate_topic
+from .._core.protocol import (
+    End,
+    PresenceMember,
+    Reset,
+    Subscribed,
+    encode_data,
+    encode_event_json,
+    validate_topic,
+)
 
 __all__ = [
     "Applied",
@@ -112,6 +120,8 @@ class TopicStatistics:
     history: int
     ended: bool
     history_bytes: int = 0
+    #: client subscriptions of the topic on this hub process (``hub.presence(topic)``)
+    members: int = 0
 
 
 def new_epoch() -> str:
@@ -154,7 +164,7 @@ class Topic:
         while history and (len(history) > self.history_size or self.history_used > self.history_bytes):
             self.history_used -= len(history.popleft()[1])
 
-    def statistics(self) -> TopicStatistics:
+    def statistics(self, members: int = 0) -> TopicStatistics:
         return TopicStatistics(
             self.name,
             self.kind,
@@ -164,6 +174,7 @@ class Topic:
             len(self.history),
             self.ended,
             self.history_used,
+            members,
         )
 
     def _replay_after(self, offset: int) -> list[str] | None:
@@ -193,6 +204,7 @@ class TopicRegistry:
         idle_retention: seconds a stream topic without subscribers and writes is kept.
         max_topics: topics this registry holds at most (see the module docstring).
         epoch_factory: makes epochs (replaceable so tests and brokers can choose them).
+        encode_data: turns written data into JSON text (the hub's ``json_dumps``, checked).
     """
 
     def __init__(
@@ -204,6 +216,7 @@ class TopicRegistry:
         idle_retention: float = math.inf,
         max_topics: float = math.inf,
         epoch_factory: Callable[[], str] = new_epoch,
+        encode_data: Callable[[Any], str] = encode_data,
     ) -> None:
         self._topics: dict[str, Topic] = {}
         self.history_size = self._history_size = history_size
@@ -214,6 +227,8 @@ class TopicRegistry:
         #: True when a shared broker owns the topics and this registry only mirrors them.
         self.mirror = False
         self._epoch_factory = epoch_factory
+        #: how every write's data is encoded, here and by a shared broker
+        self.encode_data = encode_data
         self._ended: deque[Topic] = deque()
         #: stream topics with no subscriber, least recently active first
         self._idle: OrderedDict[str, Topic] = OrderedDict()
@@ -310,7 +325,7 @@ class TopicRegistry:
             TypeError: ``data`` is not JSON-serializable or nests too deep.
             TooManyTopics: a new topic is needed and none can be evicted.
         """
-        data_json = encode_data(data)  # before the topic exists: a refused write leaves nothing
+        data_json = self.encode_data(data)  # before the topic exists: a refused write leaves nothing
         topic = self._topic(name, now, evict=True)
         if topic.ended:
             raise TopicEnded(name)
@@ -478,11 +493,13 @@ class TopicRegistry:
         offset: int | None = None,
         last: int | None = None,
         ref: str | int | None = None,
+        presence: tuple[PresenceMember, ...] | None = None,
     ) -> list[str]:
         """Register ``sub`` on ``name`` and return the frames it must be sent first, in order.
 
         The first frame is ``subscribed`` (the resume point was honoured, or none was given) or
-        ``reset`` (the resume point is from another epoch or older than history). Replayed
+        ``reset`` (the resume point is from another epoch or older than history); it carries
+        ``presence`` (the topic's members) when given. Replayed
         events follow; for an ended topic, its ``end`` frame closes the list and ``sub`` is not
         registered.
 
@@ -508,6 +525,7 @@ class TopicRegistry:
                 replayed=len(replay),
                 ended=topic.ended,
                 ref=ref,
+                presence=presence,
             ).to_json(snapshot_json=topic.state_json),
             *replay,
         ]

@@ -125,17 +125,17 @@ export declare class ReconnectFailed extends TrioconnError {
   readonly exhausted: boolean;
 }
 
-/** The server answered a subscribe or a publish with an `error` frame. */
+/** The server answered a subscribe, a publish or a request with an `error` frame. */
 export declare class ServerError extends TrioconnError {
   constructor(code: string, serverMessage: string, ref?: string | number | null, topic?: string | null);
-  /** "forbidden", "topic-ended", "wrong-kind", "too-many-topics", ... */
+  /** "forbidden", "topic-ended", "wrong-kind", "too-many-topics", "no-handler", "request-failed", ... */
   readonly code: string;
   readonly serverMessage: string;
   readonly ref: string | number | null;
   readonly topic: string | null;
 }
 
-/** A publish() or connect() did not finish within its `timeout`. */
+/** A publish(), request() or connect() did not finish within its `timeout`. */
 export declare class RequestTimeout extends TrioconnError {}
 
 // ------------------------------------------------------------------------------------------------
@@ -155,6 +155,9 @@ export interface SnapshotItem {
   readonly topic: string;
   readonly epoch: string;
   readonly offset: number;
+  /** The value, under the same name as `EventItem.data`. */
+  readonly data: unknown;
+  /** The older name of `data`. */
   readonly value: unknown;
 }
 
@@ -171,27 +174,61 @@ export interface ResetItem {
   readonly hasSnapshot: boolean;
 }
 
-export type Item = EventItem | SnapshotItem | ResetItem;
+/** Presence (`subscribe(topic, {presence: true})`): someone subscribed to the topic. */
+export interface JoinItem {
+  readonly type: "join";
+  readonly topic: string;
+  /** What the server shows of that subscriber (null: anonymous). */
+  readonly identity: unknown;
+  /** Its connection's session id: one member per connection and topic. */
+  readonly session: string;
+  /** When it subscribed, Unix time in seconds. */
+  readonly since: number;
+}
+
+/** Presence: that subscription ended. */
+export interface LeaveItem {
+  readonly type: "leave";
+  readonly topic: string;
+  readonly identity: unknown;
+  readonly session: string;
+}
+
+export type Item = EventItem | SnapshotItem | ResetItem | JoinItem | LeaveItem;
+
+/** Where a subscription starts: the server's first answer (or the shared position, for a later one). */
+export interface Subscribed {
+  readonly topic: string;
+  readonly epoch: string;
+  readonly offset: number;
+  readonly kind: "stream" | "state" | null;
+}
 
 export interface SubscriptionEventMap {
   item: CustomEvent<Item>;
   event: CustomEvent<EventItem>;
   snapshot: CustomEvent<SnapshotItem>;
   reset: CustomEvent<ResetItem>;
+  join: CustomEvent<JoinItem>;
+  leave: CustomEvent<LeaveItem>;
   end: CustomEvent<{ offset: number }>;
   error: CustomEvent<ServerError | ReconnectFailed>;
 }
 
 export interface SubscribeOptions {
-  /** On the first subscribe, replay up to this many recent events. */
+  /** Replay up to this many recent events when the subscription starts (a later subscription to a
+   * topic this client follows already: from the client's cache). */
   last?: number | null;
   /** Aborting it unsubscribes. */
   signal?: AbortSignal;
   /** Items kept for the async iterator (1000); on overflow the oldest go and the iterator throws. */
   bufferSize?: number;
+  /** Also deliver `join`/`leave` items when the server sends presence for this topic (false). */
+  presence?: boolean;
 }
 
-/** A live subscription to one topic, from `client.subscribe(topic)`. */
+/** A live subscription to one topic, from `client.subscribe(topic)`. Several subscriptions to one
+ * topic on a client share one subscription on the wire, each with its own buffer. */
 export declare class Subscription extends EventTarget implements AsyncIterable<Item> {
   private constructor();
   readonly topic: string;
@@ -200,7 +237,9 @@ export declare class Subscription extends EventTarget implements AsyncIterable<I
   readonly kind: "stream" | "state" | null;
   readonly ended: boolean;
   /** The server's first answer; rejects with ServerError if refused. */
-  readonly ready: Promise<{ epoch: string; offset: number; kind: "stream" | "state" | null }>;
+  readonly ready: Promise<Subscribed>;
+  /** The topic's members (presence), in the order they joined; empty unless the server sends presence. */
+  readonly members: readonly JoinItem[];
   /** Unsubscribe and end iteration; idempotent. */
   close(): void;
   unsubscribe(): void;
@@ -291,6 +330,12 @@ export interface PublishOptions {
   signal?: AbortSignal;
 }
 
+export interface RequestOptions {
+  /** ms to wait for a link and the answer (10000; Infinity: no limit). */
+  timeout?: number;
+  signal?: AbortSignal;
+}
+
 export interface ClientEventMap {
   statechange: CustomEvent<StateChange>;
   open: CustomEvent<{ session: string }>;
@@ -311,10 +356,12 @@ export declare class Client extends EventTarget {
   statistics(): ClientStatistics;
   /** The state changes, starting with the current one; ends after "closed". */
   stateChanges(): AsyncIterableIterator<StateChange>;
-  /** Subscribe to `topic` (one subscription per topic per client). */
+  /** Subscribe to `topic`; several subscriptions to one topic share one on the wire. */
   subscribe(topic: string, options?: SubscribeOptions): Subscription;
   /** Publish; resolves with the offset the server stored it at. Never re-sent. */
   publish(topic: string, data: unknown, options?: PublishOptions): Promise<number>;
+  /** Ask the server's request handler for `topic`; resolves with its answer. Never re-sent. */
+  request(topic: string, data: unknown, options?: RequestOptions): Promise<unknown>;
   /** Skip the rest of the backoff delay; false if the client was not waiting. */
   reconnectNow(): boolean;
   pause(): void;

@@ -19,10 +19,13 @@
  * `reconnect` after a full-jitter backoff delay. A close frame from the server decides; 1006 and
  * 1015 (no close frame: the network or TLS failed) are a broken link.
  *
- * Subscriptions outlive connections. Each remembers the epoch and offset of the last item it
- * delivered and resumes from there; events are ignored until this connection answered our
- * `subscribe` (matched by `ref`), and an offset not beyond the last one delivered in the same epoch
- * is dropped, so no event is delivered twice. A lost resume point arrives as a `reset` item.
+ * Subscriptions outlive connections. A topic has at most one subscription on the wire (a `Feed`),
+ * shared by every `client.subscribe(topic)` of it, each with its own buffer. The feed remembers the
+ * epoch and offset of the last item it delivered and resumes from there; events are ignored until
+ * this connection answered our `subscribe` (matched by `ref`), and an offset not beyond the last one
+ * delivered in the same epoch is dropped, so no event is delivered twice. A lost resume point
+ * arrives as a `reset` item. A subscription made while another of its topic is open starts at the
+ * feed's position: a state topic's latest value, or up to `last` events the feed kept.
  *
  * Close codes this client sends (a page may only send 1000 and 3000-4999):
  * - 1000 "client closed": `close()`, or the `signal` aborted;
@@ -58,12 +61,18 @@
  *   nextAttemptAt: number | null, paused: boolean, time: number}} StateChange
  */
 /** @typedef {{type: "event", topic: string, epoch: string, offset: number, data: unknown}} EventItem */
-/** @typedef {{type: "snapshot", topic: string, epoch: string, offset: number, value: unknown}} SnapshotItem */
+/**
+ * @typedef {{type: "snapshot", topic: string, epoch: string, offset: number, data: unknown, value: unknown}} SnapshotItem
+ *   `data` is the value (as `EventItem.data`); `value` is its older name
+ */
 /**
  * @typedef {{type: "reset", topic: string, epoch: string, offset: number, previousEpoch: string | null,
  *   previousOffset: number | null, kind: string | null, snapshot: unknown, hasSnapshot: boolean}} ResetItem
  */
-/** @typedef {EventItem | SnapshotItem | ResetItem} Item */
+/** @typedef {{type: "join", topic: string, identity: unknown, session: string, since: number}} JoinItem */
+/** @typedef {{type: "leave", topic: string, identity: unknown, session: string}} LeaveItem */
+/** @typedef {EventItem | SnapshotItem | ResetItem | JoinItem | LeaveItem} Item */
+/** @typedef {{topic: string, epoch: string, offset: number, kind: string | null}} Subscribed */
 
 export const VERSION = "0.1.0-dev.0";
 
@@ -312,8 +321,33 @@ function parseAnswer(o, type) {
   return {
     type, topic: topicField(o), epoch: strField(o, "epoch"), offset: intField(o, "offset"), kind,
     snapshot: o.snapshot ?? null, hasSnapshot: has(o, "snapshot"), replayed: intField(o, "replayed", false) ?? 0,
-    ended: Boolean(o.ended), ref: refField(o),
+    ended: Boolean(o.ended), ref: refField(o), presence: presenceField(o),
   };
+}
+
+/** A Unix time in seconds (presence). @param {Record<string, any>} o */
+function sinceField(o) {
+  const v = o.since;
+  if (typeof v !== "number" || !(v >= 0 && v < 1e12)) throw bad("since", "must be a Unix time in seconds");
+  return v;
+}
+
+/** A session id (presence). @param {Record<string, any>} o */
+function sessionField(o) {
+  const session = strField(o, "session");
+  if (session.length > MAX_REF_LENGTH) throw bad("session", `must be at most ${MAX_REF_LENGTH} characters`);
+  return session;
+}
+
+/** `subscribed.presence`: null if absent (keep the members), else the list. @param {Record<string, any>} o */
+function presenceField(o) {
+  if (o.presence == null) return null;
+  const problem = () => bad("presence", "must be a list of {info, session, since}");
+  if (!Array.isArray(o.presence)) throw problem();
+  return o.presence.map((/** @type {unknown} */ m) => {
+    if (!isObject(m)) throw problem();
+    return { info: m.info ?? null, session: sessionField(m), since: sinceField(m) };
+  });
 }
 
 /** @type {Record<string, (o: Record<string, any>) => any>} */
@@ -339,6 +373,13 @@ const PARSERS = {
   end: (o) => ({ type: "end", topic: topicField(o), offset: intField(o, "offset") }),
   unsubscribed: (o) => ({ type: "unsubscribed", topic: topicField(o), ref: refField(o) }),
   published: (o) => ({ type: "published", topic: topicField(o), offset: intField(o, "offset"), ref: refField(o) }),
+  reply(o) {
+    const ref = refField(o);
+    if (ref === null) throw bad("ref", "is required");
+    return { type: "reply", ref, data: o.data ?? null };
+  },
+  join: (o) => ({ type: "join", topic: topicField(o), info: o.info ?? null, session: sessionField(o), since: sinceField(o) }),
+  leave: (o) => ({ type: "leave", topic: topicField(o), info: o.info ?? null, session: sessionField(o) }),
   error: (o) => ({
     type: "error", code: strField(o, "code"), message: strField(o, "message"), ref: refField(o),
     topic: typeof o.topic === "string" ? o.topic : null,
@@ -679,31 +720,81 @@ function resolveUrl(url) {
 
 const KEY = Symbol("trioconn internal");
 
-/** A subscription's bookkeeping (resume point, dedupe, the reader's queue); the client drives it. */
-class SubscriptionState {
-  /**
-   * @param {string} topic @param {number | null} last @param {number} bufferSize
-   * @param {(s: SubscriptionState) => void} unsubscribe
-   */
-  constructor(topic, last, bufferSize, unsubscribe) {
+/** The `Subscribed` of an answer. @param {string} topic @param {any} frame @returns {Subscribed} */
+const subscribed = (topic, { epoch, offset, kind }) => Object.freeze({ topic, epoch, offset, kind });
+
+/**
+ * A topic's one subscription on the wire, shared by the client's local subscriptions of the topic:
+ * the resume point, dedupe, the latest value and recent events (for a local subscription that
+ * joins later), and the presence member list. The client drives it.
+ */
+class Feed {
+  /** @param {string} topic */
+  constructor(topic) {
     this.topic = topic;
-    this.last = last;
-    this.unsubscribe = unsubscribe;
-    /** @type {EventTarget} the public Subscription (set by its constructor) */ this.target = new EventTarget();
     /** @type {string | null} resume point: the epoch of the last delivered item */ this.epoch = null;
     /** @type {number | null} resume point: the offset of the last delivered item */ this.offset = null;
     /** @type {string | null} */ this.kind = null;
     /** @type {number | null} the ref of our latest subscribe */ this.ref = null;
-    this.ended = false;
-    this.finished = false;
-    /** @type {Queue<Item>} */
-    this.queue = new Queue(bufferSize, (lost) => new TrioconnError(`subscription to ${JSON.stringify(topic)} `
-      + `fell behind by ${lost} items (bufferSize ${bufferSize}); they were dropped`));
-    this.detach = () => {}; // removes the signal listener
-    /** @type {((v: {epoch: string, offset: number, kind: string | null}) => void) | null} */ this.resolveReady = null;
-    /** @type {(e: unknown) => void} */ this.rejectReady = () => {};
-    this.ready = new Promise((resolve, reject) => ([this.resolveReady, this.rejectReady] = [resolve, reject]));
-    this.ready.catch(() => {}); // a page that never awaits `ready` gets no unhandled rejection
+    /** @type {Set<SubscriptionState>} the local subscriptions, in the order they were made */ this.locals = new Set();
+    /** @type {Subscribed | null} the first answer */ this.info = null;
+    /** @type {SnapshotItem | null} a state topic's latest value */ this.latest = null;
+    /** @type {EventItem[]} the last events, at most `cacheSize()` */ this.recent = [];
+    /** @type {Map<string, JoinItem>} presence: session → its join, in the order they joined */ this.members = new Map();
+  }
+
+  /** The `last` of the wire subscription: the largest asked for, or null. */
+  get last() {
+    const asked = [...this.locals].map((local) => local.last).filter((last) => last !== null);
+    return asked.length === 0 ? null : Math.max(.../** @type {number[]} */ (asked));
+  }
+
+  /** Events kept for a later local subscription's `last` (at least the latest one). */
+  cacheSize() {
+    return Math.max(1, ...[...this.locals].map((local) => local.last ?? 0));
+  }
+
+  /** A local subscription joins; if the feed was answered it starts at the feed's position. @param {SubscriptionState} local */
+  add(local) {
+    local.feed = this;
+    this.locals.add(local);
+    if (this.info === null || this.epoch === null) return; // it waits for the answer with the others
+    local.start = this.startItems(local);
+    queueMicrotask(() => local.flushStart()); // after the page added its listeners
+    local.answered(subscribed(this.topic, { epoch: this.epoch, offset: this.offset ?? 0, kind: this.kind }));
+  }
+
+  /** @param {SubscriptionState} local @returns {boolean} true if it was the last one */
+  remove(local) {
+    this.locals.delete(local);
+    this.recent = this.recent.slice(-this.cacheSize());
+    return this.locals.size === 0;
+  }
+
+  /** What a local subscription that joins now gets first. @param {SubscriptionState} local @returns {Item[]} */
+  startItems(local) {
+    /** @type {Item[]} */
+    const items = [];
+    if (this.kind === "state") {
+      if (this.latest !== null) items.push(this.latest);
+    } else {
+      // A stream topic: up to `last` cached events. While the kind is unknown (nothing had been
+      // written when the feed was answered) the latest event may be a state topic's value: given.
+      const count = this.kind === null ? Math.max(local.last ?? 0, 1) : local.last ?? 0;
+      if (count > 0) items.push(...this.recent.slice(-count));
+    }
+    if (local.presence) items.push(...this.members.values());
+    return items;
+  }
+
+  /** Deliver `items` to every local subscription that wants them. @param {Item[]} items */
+  deliver(items) {
+    for (const item of items) for (const local of [...this.locals]) if (local.wants(item)) local.deliver(item);
+  }
+
+  /** Over: every local subscription ends. @param {unknown} error @param {{end?: number, readyError?: unknown}} [how] */
+  finish(error, how = {}) {
+    for (const local of [...this.locals]) local.finish(error, how);
   }
 
   /** The `subscribe` frame for a new connection: resume if we have a position, else `last`. @param {number} ref */
@@ -711,8 +802,9 @@ class SubscriptionState {
     this.ref = ref;
     /** @type {Record<string, unknown>} */
     const frame = { type: "subscribe", topic: this.topic, ref };
+    const { last } = this;
     if (this.epoch !== null) frame.resume = { epoch: this.epoch, offset: this.offset ?? 0 };
-    else if (this.last !== null) frame.last = this.last;
+    else if (last !== null) frame.last = last;
     return JSON.stringify(frame);
   }
 
@@ -724,33 +816,48 @@ class SubscriptionState {
     const previousOffset = this.offset;
     if (frame.kind !== null) this.kind = frame.kind;
     const start = Math.max(frame.offset - frame.replayed, 0); // the replayed events end at frame.offset
-    /** @type {SnapshotItem} */
     const { topic } = this;
     const { epoch, offset, kind, hasSnapshot } = frame;
+    const value = frame.snapshot;
     /** @type {SnapshotItem} */
-    const snapshot = Object.freeze({ type: "snapshot", topic, epoch, offset, value: frame.snapshot });
+    const snapshot = Object.freeze({ type: "snapshot", topic, epoch, offset, data: value, value });
     if (frame.type === "reset") {
       const reset = {
         type: "reset", topic, epoch, offset, previousEpoch, previousOffset, kind, snapshot: frame.snapshot, hasSnapshot,
       };
       items.push(/** @type {ResetItem} */ (Object.freeze(reset)));
+      this.recent = [];
+      this.latest = hasSnapshot ? snapshot : null;
       [this.epoch, this.offset] = [frame.epoch, start];
     } else if (previousEpoch !== null && previousEpoch === frame.epoch) {
       // Resumed. A state topic is caught up by its snapshot rather than by a replay.
       this.offset = previousOffset ?? 0;
       if (frame.hasSnapshot && frame.offset > this.offset && frame.replayed === 0) {
-        items.push(snapshot);
+        items.push((this.latest = snapshot));
         this.offset = frame.offset;
       }
     } else {
       [this.epoch, this.offset] = [frame.epoch, start];
       if (frame.hasSnapshot) {
-        items.push(snapshot);
+        items.push((this.latest = snapshot));
         this.offset = Math.max(start, frame.offset);
       }
     }
-    this.resolveReady?.({ epoch: frame.epoch, offset: frame.offset, kind: frame.kind });
-    this.resolveReady = null;
+    if (frame.presence !== null) {
+      items.push(...this.onMembers(frame.presence.map((/** @type {any} */ m) => joinItem(topic, m.info, m.session, m.since))));
+    } else if (frame.ref !== null && this.members.size > 0) {
+      // The answer to our own subscribe without a member list: presence is off for us now. (An
+      // unasked reset from a shared broker carries none either: nothing changed.)
+      items.push(...this.onMembers([]));
+    }
+    if (this.info === null) {
+      this.info = subscribed(topic, frame);
+      for (const local of this.locals) {
+        // Made before the answer: the wire's replay, but no more than its own `last`.
+        if (frame.replayed > (local.last ?? 0)) local.skip = { epoch, through: offset - (local.last ?? 0) };
+        local.answered(this.info);
+      }
+    }
     return items;
   }
 
@@ -759,12 +866,116 @@ class SubscriptionState {
     if (this.epoch === null || (this.offset !== null && frame.offset <= this.offset)) return null;
     this.offset = frame.offset;
     const { topic, epoch } = this;
-    return Object.freeze({ type: "event", topic, epoch, offset: frame.offset, data: frame.data });
+    const { offset, data } = frame;
+    /** @type {EventItem} */
+    const item = Object.freeze({ type: "event", topic, epoch, offset, data });
+    this.recent.push(item);
+    if (this.recent.length > this.cacheSize()) this.recent.shift();
+    if (this.kind === "state") this.latest = Object.freeze({ type: "snapshot", topic, epoch, offset, data, value: data });
+    return item;
+  }
+
+  /** A member list replaces ours; the joins and leaves between them. @param {JoinItem[]} members @returns {Item[]} */
+  onMembers(members) {
+    const next = new Map(members.map((member) => [member.session, member]));
+    /** @type {Item[]} */
+    const items = [];
+    for (const [session, old] of this.members) {
+      if (!sameMember(next.get(session), old)) items.push(leaveItem(this.topic, old.identity, session));
+    }
+    for (const [session, member] of next) if (!sameMember(this.members.get(session), member)) items.push(member);
+    this.members = next;
+    return items;
+  }
+
+  /** @param {JoinItem} member @returns {Item[]} */
+  onJoin(member) {
+    const old = this.members.get(member.session);
+    if (sameMember(old, member)) return []; // already known (a join racing the list of a new answer)
+    /** @type {Item[]} */
+    const items = [];
+    if (old !== undefined) {
+      this.members.delete(member.session);
+      items.push(leaveItem(this.topic, old.identity, old.session));
+    }
+    this.members.set(member.session, member);
+    items.push(member);
+    return items;
+  }
+
+  /** @param {string} session @returns {Item[]} */
+  onLeave(session) {
+    const old = this.members.get(session);
+    if (old === undefined) return [];
+    this.members.delete(session);
+    return [leaveItem(this.topic, old.identity, session)];
+  }
+}
+
+/** @param {string} topic @param {unknown} identity @param {string} session @param {number} since @returns {JoinItem} */
+const joinItem = (topic, identity, session, since) => Object.freeze({ type: "join", topic, identity, session, since });
+/** @param {string} topic @param {unknown} identity @param {string} session @returns {LeaveItem} */
+const leaveItem = (topic, identity, session) => Object.freeze({ type: "leave", topic, identity, session });
+/** @param {JoinItem | undefined} a @param {JoinItem | undefined} b */
+const sameMember = (a, b) => a !== undefined && b !== undefined && a.since === b.since
+  && JSON.stringify(a.identity) === JSON.stringify(b.identity);
+
+/** One local subscription's bookkeeping (its reader's queue, `ready`); the feed drives it. */
+class SubscriptionState {
+  /**
+   * @param {string} topic @param {number | null} last @param {number} bufferSize @param {boolean} presence
+   * @param {(s: SubscriptionState) => void} unsubscribe
+   */
+  constructor(topic, last, bufferSize, presence, unsubscribe) {
+    this.topic = topic;
+    this.last = last;
+    this.presence = presence;
+    this.unsubscribe = unsubscribe;
+    /** @type {Feed | null} */ this.feed = null;
+    /** @type {EventTarget} the public Subscription (set by its constructor) */ this.target = new EventTarget();
+    /** @type {Item[] | null} items from the feed's position when it joined, not yet delivered */ this.start = null;
+    /** @type {{epoch: string, through: number} | null} replayed events through this offset are beyond `last` */
+    this.skip = null;
+    this.ended = false;
+    this.finished = false;
+    /** @type {Queue<Item>} */
+    this.queue = new Queue(bufferSize, (lost) => new TrioconnError(`subscription to ${JSON.stringify(topic)} `
+      + `fell behind by ${lost} items (bufferSize ${bufferSize}); they were dropped`));
+    this.detach = () => {}; // removes the signal listener
+    /** @type {((v: Subscribed) => void) | null} */ this.resolveReady = null;
+    /** @type {(e: unknown) => void} */ this.rejectReady = () => {};
+    this.ready = new Promise((resolve, reject) => ([this.resolveReady, this.rejectReady] = [resolve, reject]));
+    this.ready.catch(() => {}); // a page that never awaits `ready` gets no unhandled rejection
+  }
+
+  /** @param {Subscribed} info */
+  answered(info) {
+    this.resolveReady?.(info);
+    this.resolveReady = null;
+  }
+
+  /** Whether an item the feed delivers is for this subscription. @param {Item} item */
+  wants(item) {
+    if (item.type === "join" || item.type === "leave") return this.presence;
+    const skip = this.skip;
+    if (skip !== null && item.type === "event") {
+      if (item.epoch === skip.epoch && item.offset <= skip.through) return false;
+      this.skip = null; // past the replay
+    }
+    return true;
+  }
+
+  /** Deliver the start items (if not yet done): before anything the feed delivers later. */
+  flushStart() {
+    const start = this.start;
+    this.start = null;
+    if (start !== null) for (const item of start) this.deliver(item);
   }
 
   /** @param {Item} item */
   deliver(item) {
     if (this.finished) return;
+    this.flushStart();
     this.queue.push(item);
     this.target.dispatchEvent(detailEvent(item.type, item));
     this.target.dispatchEvent(detailEvent("item", item));
@@ -778,7 +989,9 @@ class SubscriptionState {
    */
   finish(error, how = {}) {
     if (this.finished) return;
+    this.flushStart();
     this.finished = true;
+    this.feed?.locals.delete(this);
     this.detach();
     if (this.resolveReady !== null) {
       this.resolveReady = null;
@@ -797,7 +1010,11 @@ class SubscriptionState {
 
 /**
  * A live subscription to one topic, from `client.subscribe(topic)`; resumed after every reconnect.
- * Events (`detail`): `snapshot`, `event`, `reset` and `item` (the item), `end` ({offset}), `error`.
+ * Several subscriptions to one topic on a client share one subscription on the wire, each with its
+ * own buffer; one made while another is open starts at the shared position (a state topic's value,
+ * or up to `last` recent events the client kept).
+ * Events (`detail`): `snapshot`, `event`, `reset`, `join`, `leave` (presence: true) and `item` (the
+ * item), `end` ({offset}), `error`.
  * Iterate it with `for await`; leaving the loop does not unsubscribe (`close()` does).
  */
 export class Subscription extends EventTarget {
@@ -814,15 +1031,17 @@ export class Subscription extends EventTarget {
 
   get topic() { return this.#state.topic; }
   /** The epoch of the last delivered item (null before the server answered). */
-  get epoch() { return this.#state.epoch; }
+  get epoch() { return this.#state.feed?.epoch ?? null; }
   /** The offset of the last delivered item: the resume point. */
-  get offset() { return this.#state.offset; }
+  get offset() { return this.#state.feed?.offset ?? null; }
   /** "stream", "state", or null (unknown, or nothing written yet). */
-  get kind() { return this.#state.kind; }
+  get kind() { return this.#state.feed?.kind ?? null; }
   /** The topic ended (an `end` frame came). */
   get ended() { return this.#state.ended; }
-  /** Resolves on the server's first answer with `{epoch, offset, kind}`; rejects if refused. */
+  /** Resolves on the server's first answer with `{topic, epoch, offset, kind}`; rejects if refused. */
   get ready() { return this.#state.ready; }
+  /** The topic's members (presence), in the order they joined; empty unless the server sends presence. */
+  get members() { return [...(this.#state.feed?.members.values() ?? [])]; }
 
   /** Unsubscribe and end iteration; idempotent. */
   close() { this.#state.unsubscribe(this.#state); }
@@ -832,9 +1051,12 @@ export class Subscription extends EventTarget {
 
   /** @returns {AsyncIterableIterator<Item>} */
   [Symbol.asyncIterator]() {
-    const queue = this.#state.queue;
+    const state = this.#state;
     return {
-      next: () => queue.next(),
+      next: () => {
+        state.flushStart();
+        return state.queue.next();
+      },
       return: async () => ({ value: undefined, done: true }),
       [Symbol.asyncIterator]() { return this; },
     };
@@ -859,10 +1081,17 @@ const CLIENT_OPTIONS = [
  * @property {number} lastHeard when the last message came
  * @property {number} window silence that means a dead link: timeout + interval
  * @property {Deadline | null} timer the connect timeout, then the heartbeat watchdog
- * @property {Set<SubscriptionState>} sent subscriptions whose subscribe went out on this link
- * @property {Set<SubscriptionState>} answered subscriptions this link answered
- * @property {Map<number, {resolve: (offset: number) => void, reject: (e: unknown) => void}>} pending publishes sent
+ * @property {Set<Feed>} sent feeds whose subscribe went out on this link
+ * @property {Set<Feed>} answered feeds this link answered
+ * @property {Map<number, Pending>} pending publishes and requests sent, by ref
  * @property {() => void} detach removes the socket listeners
+ */
+
+/**
+ * A publish or a request sent on a link, waiting for its answer.
+ * @typedef {object} Pending
+ * @property {(value: any) => void} resolve @property {(e: unknown) => void} reject
+ * @property {string} lost what the caller is told if the link drops first
  */
 
 /**
@@ -885,7 +1114,7 @@ export class Client extends EventTarget {
   #paused = false;
   /** @type {string | null} */ #session = null;
   /** @type {{interval: number, timeout: number} | null} */ #heartbeat = null;
-  /** @type {Map<string, SubscriptionState>} */ #subs = new Map();
+  /** @type {Map<string, Feed>} one feed (wire subscription) per topic */ #subs = new Map();
   #nextRef = 1;
   #stats = {
     attempts: 0, connects: 0, reconnects: 0, pingsAnswered: 0, lastRtt: /** @type {number | null} */ (null),
@@ -965,7 +1194,8 @@ export class Client extends EventTarget {
 
   /** A snapshot of the client's counters. */
   statistics() {
-    const subscriptions = this.#subs.size;
+    let subscriptions = 0;
+    for (const feed of this.#subs.values()) subscriptions += feed.locals.size;
     return { state: this.state, ...this.#stats, subscriptions, nextAttemptAt: this.#nextAttemptAt(), paused: this.#paused };
   }
 
@@ -1037,50 +1267,59 @@ export class Client extends EventTarget {
   // ---------------------------------------------------------------------------------- requests
 
   /**
-   * Subscribe to `topic`; resumed after every reconnect. One subscription per topic per client.
+   * Subscribe to `topic`; resumed after every reconnect. Several subscriptions to one topic share
+   * one subscription on the wire; one made while another is open starts at the shared position.
    * @param {string} topic
-   * @param {{last?: number | null, signal?: AbortSignal, bufferSize?: number}} [options]
-   *   last: replay up to this many recent events on the first subscribe; signal: aborting it
-   *   unsubscribes; bufferSize: items kept for the async iterator (1000), see `Subscription`.
+   * @param {{last?: number | null, signal?: AbortSignal, bufferSize?: number, presence?: boolean}} [options]
+   *   last: replay up to this many recent events when it starts; signal: aborting it unsubscribes;
+   *   bufferSize: items kept for the async iterator (1000), see `Subscription`; presence: also
+   *   deliver `join`/`leave` items when the server sends presence for the topic.
    * @returns {Subscription}
    */
   subscribe(topic, options = {}) {
     checkTopic(topic);
-    const known = ["last", "signal", "bufferSize"];
-    const { last = null, signal, bufferSize = 1000 } = checkOptions(options, "subscribe", known);
+    const known = ["last", "signal", "bufferSize", "presence"];
+    const { last = null, signal, bufferSize = 1000, presence = false } = checkOptions(options, "subscribe", known);
     if (last !== null) checkInteger("last", last, 0);
     checkInteger("bufferSize", bufferSize, 1);
+    if (typeof presence !== "boolean") throw new TypeError(`presence must be a boolean, not ${typeName(presence)}`);
     const abort = checkSignal("signal", signal);
     if (this.state === "closed") throw this.#closedError();
-    if (this.#subs.has(topic)) throw new Error(`this client is already subscribed to ${JSON.stringify(topic)}`);
-    const state = new SubscriptionState(topic, last, bufferSize, (s) => this.#unsubscribe(s));
+    const state = new SubscriptionState(topic, last, bufferSize, presence, (s) => this.#unsubscribe(s));
     const sub = new Subscription(KEY, state);
-    this.#subs.set(topic, state);
     if (abort?.aborted) {
-      this.#unsubscribe(state);
-    } else if (abort !== null) {
+      state.finish(null);
+      return sub;
+    }
+    let feed = this.#subs.get(topic);
+    const fresh = feed === undefined;
+    if (feed === undefined) this.#subs.set(topic, (feed = new Feed(topic)));
+    feed.add(state);
+    if (abort !== null) {
       const onAbort = () => this.#unsubscribe(state);
       abort.addEventListener("abort", onAbort);
       state.detach = () => abort.removeEventListener("abort", onAbort);
     }
-    if (this.#link !== null && !state.finished) this.#sendSubscribe(this.#link, state);
+    if (fresh && this.#link !== null) this.#sendSubscribe(this.#link, feed);
     return sub;
   }
 
-  /** @param {SubscriptionState} state */
+  /** A local subscription leaves; the last one of its topic unsubscribes on the wire. @param {SubscriptionState} state */
   #unsubscribe(state) {
     if (state.finished) return;
-    this.#subs.delete(state.topic);
-    const link = this.#link;
-    if (link !== null && link.sent.has(state)) {
-      this.#send(link, JSON.stringify({ type: "unsubscribe", topic: state.topic, ref: this.#nextRef++ }));
-    }
+    const feed = state.feed;
     state.finish(null);
+    if (feed === null || feed.remove(state) === false || this.#subs.get(feed.topic) !== feed) return;
+    this.#subs.delete(feed.topic);
+    const link = this.#link;
+    if (link !== null && link.sent.has(feed)) {
+      this.#send(link, JSON.stringify({ type: "unsubscribe", topic: feed.topic, ref: this.#nextRef++ }));
+    }
   }
 
-  /** @param {Link} link @param {SubscriptionState} state */
-  #sendSubscribe(link, state) {
-    if (this.#send(link, state.frame(this.#nextRef++))) link.sent.add(state);
+  /** @param {Link} link @param {Feed} feed */
+  #sendSubscribe(link, feed) {
+    if (this.#send(link, feed.frame(this.#nextRef++))) link.sent.add(feed);
   }
 
   /**
@@ -1106,13 +1345,41 @@ export class Client extends EventTarget {
    * @returns {Promise<number>}
    */
   publish(topic, data, options = {}) {
+    return this.#ask("publish", topic, data, options, "the server acknowledged the publish",
+      "it may or may not have been stored");
+  }
+
+  /**
+   * Ask the server's request handler for `topic`; resolves with its answer. The request goes on
+   * the live connection, after everything sent before it, and its answer comes in order with the
+   * subscriptions' items. Waits while disconnected (bounded by `timeout`). Never re-sent: if the
+   * link drops after sending, it rejects with `ConnectionBroken` (the handler may or may not have
+   * run). An `error` answer rejects with `ServerError` (`no-handler`, `forbidden`, `request-failed`,
+   * `request-timeout`, `too-many-requests`, or the handler's own code); no answer in time with
+   * `RequestTimeout`.
+   * @param {string} topic @param {unknown} data
+   * @param {{timeout?: number, signal?: AbortSignal}} [options] timeout: ms (10000; Infinity: none)
+   * @returns {Promise<unknown>}
+   */
+  request(topic, data, options = {}) {
+    return this.#ask("request", topic, data, options, "the server answered the request",
+      "the handler may or may not have run");
+  }
+
+  /**
+   * Send a publish or a request once a link is up, and wait for its answer (matched by ref).
+   * @param {"publish" | "request"} type @param {string} topic @param {unknown} data @param {unknown} options
+   * @param {string} before what the answer would have told @param {string} outcome what is unknown once sent
+   * @returns {Promise<any>}
+   */
+  #ask(type, topic, data, options, before, outcome) {
     let text, timeout, signal;
     try {
       checkTopic(topic);
-      ({ timeout = 10000, signal } = checkOptions(options, "publish", ["timeout", "signal"]));
+      ({ timeout = 10000, signal } = checkOptions(options, type, ["timeout", "signal"]));
       if (timeout !== Infinity) checkNumber("timeout", timeout);
       signal = checkSignal("signal", signal);
-      text = `{"type":"publish","topic":${JSON.stringify(topic)},"data":${encodeData(data)},"ref":`;
+      text = `{"type":"${type}","topic":${JSON.stringify(topic)},"data":${encodeData(data)},"ref":`;
     } catch (exc) {
       return Promise.reject(exc);
     }
@@ -1136,13 +1403,14 @@ export class Client extends EventTarget {
         if (!this.#send(link, text + ref + "}")) return; // the link is closing: wait for the next
         this.#linkWaiters.delete(onLink);
         sentOn = link;
-        link.pending.set(ref, { resolve: (offset) => settle(resolve, offset), reject: (e) => settle(reject, e) });
+        const lost = `the connection was lost before ${before}; ${outcome}`;
+        link.pending.set(ref, { resolve: (value) => settle(resolve, value), reject: (e) => settle(reject, e), lost });
       };
       const onAbort = () => settle(reject, abortReason(/** @type {AbortSignal} */ (signal)));
       const timer = timeout === Infinity ? null : new Deadline(this.#clock, this.#clock.now() + timeout, () => {
         const what = sentOn === null ? "no connection" : "no answer";
-        const outcome = sentOn === null ? "nothing was sent" : "it may or may not have been stored";
-        const message = `publish to ${JSON.stringify(topic)}: ${what} within ${timeout} ms; ${outcome}`;
+        const message = `${type} to ${JSON.stringify(topic)}: ${what} within ${timeout} ms; `
+          + (sentOn === null ? "nothing was sent" : outcome);
         settle(reject, new RequestTimeout(message));
       });
       signal?.addEventListener("abort", onAbort);
@@ -1290,10 +1558,7 @@ export class Client extends EventTarget {
     if (this.#link === link) this.#link = null;
     const pending = [...link.pending.values()];
     link.pending.clear();
-    for (const { reject } of pending) {
-      reject(new ConnectionBroken("the connection was lost before the server acknowledged the publish; "
-        + "it may or may not have been stored"));
-    }
+    for (const { reject, lost } of pending) reject(new ConnectionBroken(lost));
     link.resolve({ end: { ...end, uptime: link.openedAt === null ? null : this.#clock.now() - link.openedAt }, error });
   }
 
@@ -1356,7 +1621,7 @@ export class Client extends EventTarget {
     this.#stats.connects += 1;
     if (this.#everOpen) this.#stats.reconnects += 1;
     this.#everOpen = true;
-    for (const state of this.#subs.values()) this.#sendSubscribe(link, state);
+    for (const feed of this.#subs.values()) this.#sendSubscribe(link, feed);
     this.#record("open", { reason: `session ${welcome.session.slice(0, 64)}` });
     if (link.done) return; // a statechange listener closed the client
     this.dispatchEvent(detailEvent("open", { session: welcome.session }));
@@ -1378,12 +1643,13 @@ export class Client extends EventTarget {
 
   /** @param {Link} link @param {any} frame */
   #dispatch(link, frame) {
-    const state = this.#subs.get(frame.topic);
+    const feed = this.#subs.get(frame.topic);
+    const answered = feed !== undefined && link.answered.has(feed);
     switch (frame.type) {
       case "event": {
         this.#stats.eventsReceived += 1;
-        const item = state !== undefined && link.answered.has(state) ? state.onEvent(frame) : null;
-        if (item !== null) state?.deliver(item);
+        const item = answered ? feed.onEvent(frame) : null;
+        if (item !== null) feed?.deliver([item]);
         return;
       }
       case "ping":
@@ -1395,19 +1661,28 @@ export class Client extends EventTarget {
         return;
       case "subscribed":
       case "reset":
-        if (state === undefined || (frame.ref !== null && frame.ref !== state.ref)) return; // not our latest subscribe
-        link.answered.add(state);
+        if (feed === undefined || (frame.ref !== null && frame.ref !== feed.ref)) return; // not our latest subscribe
+        link.answered.add(feed);
         if (frame.type === "reset") this.#stats.resets += 1;
-        for (const item of state.onAnswer(frame)) state.deliver(item);
+        feed.deliver(feed.onAnswer(frame));
+        return;
+      case "join": // presence: like events, ignored until this connection answered (its member list decides)
+        if (answered) feed.deliver(feed.onJoin(joinItem(frame.topic, frame.info, frame.session, frame.since)));
+        return;
+      case "leave":
+        if (answered) feed.deliver(feed.onLeave(frame.session));
         return;
       case "end":
-        if (state !== undefined && link.answered.has(state)) {
+        if (answered) {
           this.#subs.delete(frame.topic);
-          state.finish(null, { end: frame.offset });
+          feed.finish(null, { end: frame.offset });
         }
         return;
       case "published":
         if (typeof frame.ref === "number") link.pending.get(frame.ref)?.resolve(frame.offset);
+        return;
+      case "reply": // no pending request: it timed out or was aborted, and its answer is not needed
+        if (typeof frame.ref === "number") link.pending.get(frame.ref)?.resolve(frame.data);
         return;
       case "error":
         return this.#onError(link, frame);
@@ -1420,7 +1695,8 @@ export class Client extends EventTarget {
   }
 
   /**
-   * An `error` frame answers a publish or a subscribe of ours (by `ref`), or nothing we can name.
+   * An `error` frame answers a publish, a request or a subscribe of ours (by `ref`), or nothing we
+   * can name (then it is ignored: e.g. the late answer to a request that timed out).
    * @param {Link} link @param {any} frame
    */
   #onError(link, frame) {
@@ -1428,10 +1704,10 @@ export class Client extends EventTarget {
     const pending = typeof frame.ref === "number" ? link.pending.get(frame.ref) : undefined;
     if (pending !== undefined) return pending.reject(error);
     if (frame.ref === null) return;
-    for (const [topic, state] of this.#subs) {
-      if (state.ref === frame.ref) {
+    for (const [topic, feed] of this.#subs) {
+      if (feed.ref === frame.ref) {
         this.#subs.delete(topic);
-        return state.finish(error);
+        return feed.finish(error);
       }
     }
   }
@@ -1501,9 +1777,9 @@ export class Client extends EventTarget {
     this.#signal?.removeEventListener("abort", this.#onAbort);
     this.#wait?.done();
     const closedError = this.#closedError();
-    const subs = [...this.#subs.values()];
+    const feeds = [...this.#subs.values()];
     this.#subs.clear();
-    for (const state of subs) state.finish(failure, { readyError: closedError });
+    for (const feed of feeds) feed.finish(failure, { readyError: closedError });
     const waiters = [...this.#linkWaiters];
     this.#linkWaiters.clear();
     for (const onLink of waiters) onLink(null);

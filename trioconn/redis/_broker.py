@@ -313,7 +313,9 @@ class RedisBroker(Broker):
         # follower notices the next write that does not follow it.
 
     async def write(self, topic: str, kind: TopicKind, data: Any) -> int:
-        args = write_args(topic, kind, data, self.registry.history_size, self._firehose_size)
+        args = write_args(
+            topic, kind, data, self.registry.history_size, self._firehose_size, self.registry.encode_data
+        )
         reply = await self._script("write", self._keys.write_keys(topic), args)
         return write_result(topic, kind, reply)
 

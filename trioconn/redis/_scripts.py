@@ -24,7 +24,7 @@ restart loses everything: the next use of a topic creates a new epoch, and clien
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 from .._core.exceptions import TopicEnded
@@ -133,10 +133,20 @@ class Keys:
         return [self.topic(name), self.history(name), self.firehose, self.seq]
 
 
-def write_args(topic: str, kind: TopicKind, data: Any, history_size: int, firehose_size: int) -> list[Any]:
-    """Validate a write and build the ``WRITE`` script's ARGV (raises ValueError / TypeError)."""
+def write_args(
+    topic: str,
+    kind: TopicKind,
+    data: Any,
+    history_size: int,
+    firehose_size: int,
+    encode: Callable[[Any], str] = encode_data,
+) -> list[Any]:
+    """Validate a write and build the ``WRITE`` script's ARGV (raises ValueError / TypeError).
+
+    ``encode`` turns the data into JSON text: the hub's or publisher's ``json_dumps``, checked.
+    """
     validate_topic(topic)
-    return [topic, kind, encode_data(data), new_epoch(), history_size, firehose_size]
+    return [topic, kind, encode(data), new_epoch(), history_size, firehose_size]
 
 
 def write_result(topic: str, kind: TopicKind, reply: Sequence[Any]) -> int:

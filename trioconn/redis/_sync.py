@@ -16,6 +16,7 @@ import redis.exceptions
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from .._core.codec import JsonCodec, JsonDumps, check_hook
 from .._core.exceptions import BrokerUnavailable
 from .._core.protocol import validate_topic
 from .._server.topics import TopicKind
@@ -41,6 +42,9 @@ class SyncPublisher:
         ended_retention: seconds an ended topic is kept (the hubs' ``ended_retention``).
         timeout: seconds to connect or to wait for an answer.
         firehose_size: as ``RedisBroker``.
+        json_dumps: encodes published data (``str`` or UTF-8 ``bytes``), as the hubs'
+            ``json_dumps`` does; None: the standard library, strict. The text is checked as the
+            protocol demands, and a hook that raises makes the call raise ``TypeError``.
 
     Every method raises ``BrokerUnavailable`` when Redis cannot be reached (nothing was written;
     after a timeout the outcome is unknown and the message says so), ``TopicEnded``,
@@ -56,7 +60,10 @@ class SyncPublisher:
         ended_retention: float = 300.0,
         timeout: float = 5.0,
         firehose_size: int = 100_000,
+        json_dumps: JsonDumps | None = None,
     ) -> None:
+        check_hook("json_dumps", json_dumps)
+        self._encode = JsonCodec(json_dumps).encode
         self.url = url
         self._keys = Keys(prefix)
         self._history_size = history_size
@@ -87,7 +94,7 @@ class SyncPublisher:
         return int(self._run(self._end, topic, args)[2])
 
     def _call_write(self, topic: str, kind: TopicKind, data: Any) -> int:
-        args = write_args(topic, kind, data, self._history_size, self._firehose_size)
+        args = write_args(topic, kind, data, self._history_size, self._firehose_size, self._encode)
         return write_result(topic, kind, self._run(self._write, topic, args))
 
     def _run(self, script: Any, topic: str, args: list[Any]) -> list[Any]:

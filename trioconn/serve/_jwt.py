@@ -22,6 +22,7 @@ from jwt.types import Options
 
 from .._core.exceptions import HandshakeRejected, TrioconnError
 from .._server.config import HandshakeRequest
+from .._server.patterns import TopicPattern
 from ._settings import JwtSettings
 
 __all__ = ["InvalidToken", "JwtVerifier", "TokenIdentity", "topic_matches"]
@@ -32,10 +33,9 @@ class InvalidToken(TrioconnError):
 
 
 def topic_matches(pattern: str, topic: str) -> bool:
-    """Whether ``topic`` is ``pattern``, or starts with it when ``pattern`` ends in ``*``."""
-    if pattern.endswith("*"):
-        return topic.startswith(pattern[:-1])
-    return topic == pattern
+    """Whether ``topic`` is ``pattern``, or starts with it when ``pattern`` ends in ``*``: the
+    hub's one pattern rule (``hub.publications``, ``hub.on_request``)."""
+    return TopicPattern.parse(pattern).matches(topic)
 
 
 @attrs.frozen
@@ -133,6 +133,11 @@ def _patterns(claims: Mapping[str, Any], name: str) -> tuple[str, ...]:
         return ()
     if isinstance(value, str):
         value = [value]
-    if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
+    if not isinstance(value, list):
         raise InvalidToken(f"invalid token: claim {name!r} must be a list of topic patterns (strings)")
+    for item in value:
+        try:
+            TopicPattern.parse(item, f"claim {name!r}: pattern")
+        except (TypeError, ValueError) as exc:
+            raise InvalidToken(f"invalid token: {exc}") from None
     return tuple(value)
