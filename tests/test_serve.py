@@ -171,6 +171,23 @@ async def test_the_docs_quickstart_delivers_one_curl_post_to_both_kinds_of_subsc
     assert independent["event"] == {"type": "event", "topic": topic, "offset": 1, "data": body["data"]}
 
 
+def test_the_docs_quickstart_delivers_one_curl_post_to_trioconn_tail(servers, tmp_path):
+    args, body, path = docs_quickstart(tmp_path)
+    server = servers(*args, "--port", "0", cwd=tmp_path)
+    key = (tmp_path / "api-key").read_text().strip()
+    topic = body["topic"]
+    tail = Process(command("tail", server.ws, topic), name="tail")
+    try:
+        tail.wait_for(r"following", stream="err", timeout=15)
+        assert request("POST", server.http + path, body, token=key) == (200, {"topic": topic, "offset": 1})
+        line = tail.out[tail.wait_for(r".", timeout=15)]
+        assert json.loads(line) == body["data"]
+        assert server.call("POST", "/api/end", {"topic": topic}, token=key)[0] == 200
+        assert tail.wait(15) == 0  # the topic ended: tail's documented exit code 0
+    finally:
+        tail.close()
+
+
 def test_python_dash_m_trioconn_serve_is_the_same_server(servers, tmp_path):
     server = Serve("--port", "0", "--api-key", KEY, cwd=tmp_path)
     try:
