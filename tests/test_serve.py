@@ -689,3 +689,30 @@ def test_while_draining_health_says_stopping_and_writes_get_503_shutting_down(se
     finally:
         stuck.close()
     assert server.wait(30) == 0
+
+
+def test_every_settable_hub_field_has_a_flag_that_reaches_hubconfig(capsys):
+    import attrs
+
+    from trioconn.serve import HUB_SETTINGS
+
+    fields = {field.name: field for field in attrs.fields(trioconn.HubConfig)}
+    args: list[str] = []
+    expected: dict[str, Any] = {}
+    for name in HUB_SETTINGS:
+        default = fields[name].default
+        if name == "allowed_origins":
+            args += ["--allowed-origin", "https://a.example", "--allowed-origin", "https://b.example"]
+            expected[name] = ["https://a.example", "https://b.example"]
+        elif name == "refuse_with":
+            args += ["--refuse-with", "close"]
+            expected[name] = "close"
+        else:
+            value = 7 if default is None else default
+            args += ["--" + name.replace("_", "-"), str(value)]
+            expected[name] = value
+    assert cli.main(["serve", *args, "--check"]) == 0
+    shown = json.loads(capsys.readouterr().out)["hub"]
+    assert {name: shown[name] for name in expected} == expected
+    # the hooks and Hub.serve's socket limits are not settings of trioconn serve
+    assert {"authenticate", "authorize", "json_dumps", "json_loads", "max_sockets"}.isdisjoint(HUB_SETTINGS)

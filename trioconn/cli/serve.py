@@ -143,7 +143,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                 "--refuse-with", dest=_dest("hub.refuse_with"), choices=get_args(RefuseWith), help=text
             )
         else:
-            kind = float if isinstance(default, float) else int
+            kind = float if str(field.type) == "float" else int
             flag = "--" + field.name.replace("_", "-")
             shown = "none" if default is None else f"{default:g}" if isinstance(default, float) else default
             hub.add_argument(

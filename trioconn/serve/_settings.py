@@ -48,15 +48,33 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 SECRET_ALGORITHMS = ("HS256", "HS384", "HS512")
 KEY_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
 
-#: ``HubConfig`` fields that a config file or a flag may not set: the hooks, which ``serve`` fills
-#: in itself (JWT verification) and which no file can hold, and the limits on sockets that only
-#: ``Hub.serve``'s own server applies (under ``trioconn serve`` hypercorn owns the sockets).
-NOT_SETTINGS = ("authenticate", "authorize", "handshake_timeout", "max_handshakes", "max_sockets")
-
-#: ``HubConfig`` fields a config file or a flag may set.
-HUB_SETTINGS: tuple[str, ...] = tuple(
-    field.name for field in attrs.fields(HubConfig) if field.name not in NOT_SETTINGS
+#: ``HubConfig`` fields that a config file or a flag may not set: the hooks (``serve`` fills in
+#: ``authenticate``/``authorize`` itself from its JWT settings; no file holds a function), and the
+#: limits on sockets that only ``Hub.serve``'s own server applies (under ``trioconn serve``
+#: hypercorn owns the sockets).
+NOT_SETTINGS = (
+    "authenticate",
+    "authorize",
+    "json_dumps",
+    "json_loads",
+    "handshake_timeout",
+    "max_handshakes",
+    "max_sockets",
 )
+
+#: The types of ``HubConfig`` field a file or flag can give (numbers), besides the two below.
+_SETTABLE_TYPES = ("float", "int", "int | None")
+
+
+def _settable(field: attrs.Attribute[Any]) -> bool:
+    if field.name in NOT_SETTINGS:
+        return False
+    return field.name in ("allowed_origins", "refuse_with") or str(field.type) in _SETTABLE_TYPES
+
+
+#: ``HubConfig`` fields a config file or a flag may set. A field added to ``HubConfig`` later is
+#: settable if it is a number; anything else stays out until this module learns to read it.
+HUB_SETTINGS: tuple[str, ...] = tuple(field.name for field in attrs.fields(HubConfig) if _settable(field))
 
 
 class InvalidSettings(TrioconnError, ValueError):
@@ -204,7 +222,7 @@ def settings_names() -> list[str]:
 
 
 def _unknown_hub_key(key: str) -> str:
-    if key in NOT_SETTINGS:
+    if key in ("handshake_timeout", "max_handshakes", "max_sockets"):
         return f" ({key} applies to Hub.serve's own server only; trioconn serve runs under hypercorn)"
     return ""
 
