@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -27,8 +27,16 @@ class Process:
     #: seconds any single expected line may take; generous for a loaded CI machine
     wait_seconds = 10.0
 
-    def __init__(self, argv: Sequence[str], *, name: str, cwd: Path = ROOT, stdin: bool = False) -> None:
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        name: str,
+        cwd: Path = ROOT,
+        stdin: bool = False,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        env = {**os.environ, **(env or {}), "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
         env.pop("COLUMNS", None)
         self.name = name
         self.stopped = False

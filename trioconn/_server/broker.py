@@ -48,6 +48,11 @@ class Broker(abc.ABC):
     def __init__(self) -> None:
         self._bound: TopicRegistry | None = None
 
+    @property
+    def connected(self) -> bool:
+        """False while a shared broker cannot reach its store (writes raise ``BrokerUnavailable``)."""
+        return True
+
     def bind(self, registry: TopicRegistry, on_slow: SlowCallback) -> None:
         """Attach the hub's registry (the topics this process serves) and its slow-consumer hook.
 

@@ -112,6 +112,8 @@ class HubServices:
     #: the hub's ``json_dumps``/``json_loads``: what clients publish and request is decoded
     #: with it before application code sees it, and replies are encoded with it
     codec: JsonCodec = attrs.field(factory=JsonCodec)
+    #: called with every ping round-trip time measured (seconds), for the hub's histogram
+    observe_rtt: Callable[[float], None] = lambda _seconds: None
 
 
 @attrs.frozen
@@ -133,6 +135,8 @@ class ConnectionStatistics:
     subscriptions: tuple[str, ...]
     #: bytes queued for the client (outbox and what the socket has not taken yet)
     queued_bytes: int = 0
+    #: events and state values queued for this client (those later dropped count in both)
+    events_delivered: int = 0
 
 
 class ServerConnection:
@@ -157,6 +161,7 @@ class ServerConnection:
         "cause",
         "close_code",
         "close_reason",
+        "events_delivered",
         "frames_sent",
         "groups",
         "identity",
@@ -201,6 +206,7 @@ class ServerConnection:
         self._ping_sent_at: float | None = None
         self.pings_sent = self.pongs_seen = self.messages_sent = self.frames_sent = 0
         self._dropped = 0
+        self.events_delivered = 0
         self.rtt: float | None = None
         self._tasks: TaskGroup | None = None
         self._in_flight = 0
@@ -211,6 +217,7 @@ class ServerConnection:
         if self.close_code is not None:
             return True  # already closing; the client resumes from history
         ok = self.outbox.put_state(topic, encoded) if state else self.outbox.put(encoded)
+        self.events_delivered += ok
         self._wake()
         return ok
 
@@ -307,6 +314,7 @@ class ServerConnection:
             queued=len(self.outbox),
             subscriptions=tuple(sorted(self.subscriptions)),
             queued_bytes=self.outbox.bytes + self._socket.pending,
+            events_delivered=self.events_delivered,
         )
 
     # -- the connection's life -----------------------------------------------------------------
@@ -417,6 +425,7 @@ class ServerConnection:
             self.pongs_seen += 1
             if frame.id == self._ping_id and self._ping_sent_at is not None:
                 self.rtt = anyio.current_time() - self._ping_sent_at
+                self._services.observe_rtt(self.rtt)
             return
         if isinstance(frame, Unsubscribe):
             if self._services.registry.unsubscribe(frame.topic, self, now=anyio.current_time()):

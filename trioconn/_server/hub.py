@@ -53,6 +53,7 @@ from .config import HandshakeRequest, HubConfig, HubSettings
 from .connection import CLOSE_TIMEOUT, ConnectionStatistics, HubServices, ServerConnection
 from .follow import HubSubscription
 from .groups import unwrap_group
+from .histogram import Histogram, HistogramSnapshot
 from .patterns import TopicPattern
 from .presence import Member, Presence, PresenceChanges
 from .publications import Publication, Publications
@@ -83,6 +84,16 @@ class HubStatistics:
     sockets: int = 0
     #: of those, the ones whose upgrade request has not arrived yet
     handshaking: int = 0
+    #: writes (``publish``, ``set_state``, clients' publications) this hub made since it started
+    events_published: int = 0
+    #: events and state values queued for subscribers, over every connection so far
+    events_delivered: int = 0
+    #: events queued for subscribers that were never sent (slow consumers, closes, superseded state)
+    events_dropped: int = 0
+    #: every ping round-trip time measured, in buckets
+    ping_rtt: HistogramSnapshot = attrs.field(factory=HistogramSnapshot)
+    #: False while a shared broker cannot reach its store (publishing fails meanwhile)
+    broker_connected: bool = True
 
 
 class BaseHub:
@@ -137,6 +148,9 @@ class BaseHub:
         self._followers: set[HubSubscription] = set()
         #: the thread of the event loop the hub runs in (set by the first call made there)
         self._loop_thread: int | None = None
+        #: counts of connections that have finished, and of writes: ``statistics()`` adds them up
+        self._totals: Counter[str] = Counter()
+        self._rtt = Histogram()
         self._services = HubServices(
             config=config,
             registry=self._registry,
@@ -149,6 +163,7 @@ class BaseHub:
             published=self._published,
             log=RateLimitedLog(logger, anyio.current_time),
             codec=self._codec,
+            observe_rtt=self._rtt.observe,
         )
         self._connections: dict[str, ServerConnection] = {}
         self._disconnects: Counter[str] = Counter()
@@ -304,6 +319,7 @@ class BaseHub:
     def _connection_finished(self, conn: ServerConnection) -> None:
         """Called once by each connection when its close handshake is over (or timed out)."""
         self._connections.pop(conn.session, None)
+        self._totals.update(delivered=conn.events_delivered, dropped=conn.events_dropped)
         for group in conn.groups:
             group.discard(conn)
 
@@ -367,7 +383,9 @@ class BaseHub:
                 ``await publish``. There is deliberately no hidden queue that could lose writes.
         """
         self._check_running("publish_nowait")
-        return self._broker.write_nowait(topic, "stream", data)
+        offset = self._broker.write_nowait(topic, "stream", data)
+        self._totals["published"] += 1
+        return offset
 
     async def publish(self, topic: str, data: Any) -> int:
         """Append ``data`` to stream topic ``topic``; returns the event's offset.
@@ -384,6 +402,7 @@ class BaseHub:
         """
         self._check_running("publish")
         offset = await self._broker.write(topic, "stream", data)
+        self._totals["published"] += 1
         return offset
 
     def set_state_nowait(self, topic: str, value: Any) -> int:
@@ -393,12 +412,16 @@ class BaseHub:
         Raises the same errors as ``publish_nowait``.
         """
         self._check_running("set_state_nowait")
-        return self._broker.write_nowait(topic, "state", value)
+        offset = self._broker.write_nowait(topic, "state", value)
+        self._totals["published"] += 1
+        return offset
 
     async def set_state(self, topic: str, value: Any) -> int:
         """Like ``set_state_nowait``, awaitable; raises the same errors as ``publish``."""
         self._check_running("set_state")
-        return await self._broker.write(topic, "state", value)
+        offset = await self._broker.write(topic, "state", value)
+        self._totals["published"] += 1
+        return offset
 
     def end_nowait(self, topic: str) -> int:
         """End ``topic``: subscribers get ``end`` after what is queued; later ones get it at once.
@@ -659,17 +682,23 @@ class BaseHub:
     def statistics(self) -> HubStatistics:
         """Connections, per-connection counters, disconnects by cause, topics."""
         sockets, handshaking = self._socket_counts()
+        live = [conn.statistics() for conn in self._connections.values()]
         return HubStatistics(
             connections=len(self._connections),
             accepted=self._accepted,
             disconnects=dict(self._disconnects),
-            sessions=tuple(conn.statistics() for conn in self._connections.values()),
+            sessions=tuple(live),
             topics={
                 topic.name: topic.statistics(self._presence.count(topic.name)) for topic in self._registry
             },
             topics_expired=self._registry.expired,
             sockets=sockets,
             handshaking=handshaking,
+            events_published=self._totals["published"],
+            events_delivered=self._totals["delivered"] + sum(conn.events_delivered for conn in live),
+            events_dropped=self._totals["dropped"] + sum(conn.events_dropped for conn in live),
+            ping_rtt=self._rtt.snapshot(),
+            broker_connected=self._broker.connected,
         )
 
     def _socket_counts(self) -> tuple[int, int]:

@@ -144,6 +144,11 @@ class RedisBroker(Broker):
         #: Topics brought up to date after a reconnect or a detected gap.
         self.resyncs = 0
 
+    @property
+    def connected(self) -> bool:
+        """True while the follower is reading Redis's firehose: the link is up."""
+        return self._connected
+
     def __repr__(self) -> str:
         return f"RedisBroker({self.url!r}, prefix={self._keys.prefix!r})"
 
