@@ -299,6 +299,13 @@ async def test_idle_sockets_beyond_max_handshakes_wait_in_the_backlog_and_health
             start = trio.current_time()
             await healthy_round_trip(port, hub)  # queued behind the 8: served after ~2 timeouts
             assert trio.current_time() - start < 0.5 * 2 + 0.8
+            # It was accepted only once a slot freed after the 8 were: 4 timed out, then at
+            # least one of the next 4. (The 8 are accepted a few ms apart, so the other three
+            # of the second round may still be waiting out their own timeout.)
+            assert hub.statistics().disconnects["handshake-timeout"] >= 5
+            with trio.fail_after(1):  # and each of the 8 is closed, unanswered, at its timeout
+                for stream in idle:
+                    assert await read_until_eof(stream, 1) == b""
             assert hub.statistics().disconnects["handshake-timeout"] == 8
         finally:
             for stream in idle:
