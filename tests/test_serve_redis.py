@@ -1,13 +1,12 @@
 """``trioconn serve --redis``: health follows the broker, and a client moves between servers.
 
-Each test starts its own redis-server on a free port (``tests/test_redis.py``'s ``RedisServer``:
+Each test starts its own redis-server on a free port (``tests/test_redis.py``'s ``redis_server`` fixture:
 skipped without ``redis-server``, failed when ``TRIOCONN_REQUIRE_REDIS=1``) and ``trioconn serve``
 processes pointed at it. Everything runs on 127.0.0.1.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 
@@ -17,26 +16,11 @@ import trio
 import trioconn
 
 from ._serve import Serve, eventually, metric
-from .test_redis import REDIS_SERVER, RedisServer
+from .test_redis import redis_server  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.redis
 
 KEY = "test-api-key-0123456789"
-
-
-@pytest.fixture
-def redis(tmp_path):
-    if REDIS_SERVER is None:
-        reason = "redis-server is not on PATH (Debian: apt-get install redis-server)"
-        if os.environ.get("TRIOCONN_REQUIRE_REDIS") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    server = RedisServer(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.kill()
 
 
 @pytest.fixture
@@ -57,8 +41,8 @@ def health(server: Serve) -> tuple[int, dict]:
     return server.call("GET", "/health")
 
 
-def test_health_is_503_while_redis_is_down_and_200_again_when_it_is_back(redis, servers):
-    server = servers("--port", "0", "--api-key", KEY, "--redis", redis.url, "--redis-timeout", "1")
+def test_health_is_503_while_redis_is_down_and_200_again_when_it_is_back(redis_server, servers):  # noqa: F811
+    server = servers("--port", "0", "--api-key", KEY, "--redis", redis_server.url, "--redis-timeout", "1")
     eventually(lambda: health(server)[0] == 200, what="health 200 once redis is reached")
     assert health(server)[1]["broker"] == "redis"
     assert metric(server.metrics(), "trioconn_broker_connected") == 1
@@ -67,23 +51,26 @@ def test_health_is_503_while_redis_is_down_and_200_again_when_it_is_back(redis, 
         {"topic": "t", "offset": 1},
     )
 
-    redis.kill()
+    redis_server.kill()
     status, body = eventually(lambda: (r := health(server))[0] == 503 and r, what="health 503 without redis")
     assert body["status"] == "unavailable" and "broker unreachable" in body["reason"], body
     assert metric(server.metrics(), "trioconn_broker_connected") == 0
     status, error = server.call("POST", "/api/publish", {"topic": "t", "data": 2}, token=KEY)
     assert (status, error["error"]) == (503, "broker-unavailable"), error
 
-    redis.start()  # same port, empty: the topic's history is gone with the process
+    redis_server.start()  # same port, empty: the topic's history is gone with the process
     eventually(lambda: health(server)[0] == 200, seconds=20, what="health 200 once redis is back")
     assert metric(server.metrics(), "trioconn_broker_connected") == 1
     status, answer = server.call("POST", "/api/publish", {"topic": "t", "data": 3}, token=KEY)
     assert status == 200 and answer["topic"] == "t"
 
 
-async def test_sigterm_closes_with_1001_and_clients_resume_on_another_server_without_gap(redis, servers):
-    first = servers("--port", "0", "--api-key", KEY, "--redis", redis.url)
-    second = servers("--port", "0", "--api-key", KEY, "--redis", redis.url)
+async def test_sigterm_closes_with_1001_and_clients_resume_on_another_server_without_gap(
+    redis_server,  # noqa: F811
+    servers,
+):
+    first = servers("--port", "0", "--api-key", KEY, "--redis", redis_server.url)
+    second = servers("--port", "0", "--api-key", KEY, "--redis", redis_server.url)
     for server in (first, second):
         await trio.to_thread.run_sync(lambda s=server: eventually(lambda: health(s)[0] == 200))
 
