@@ -481,25 +481,12 @@ class Client:
         """
         validate_topic(topic)
         data_json = _encode(self._codec, data)  # TypeError now, not after waiting for a link
-        while True:
-            link = await self._wait_link()
-            ref = next(self._refs)
-            pending = Pending(
-                "the connection was lost before the server acknowledged the publish; "
-                "it may or may not have been stored"
-            )
-            link.pending[ref] = pending
-            try:
-                try:
-                    await link.send(Publish(topic, None, ref).to_json(data_json=data_json))
-                except LinkClosing:
-                    continue  # nothing left this process: safe to wait for the next link
-                await pending.done.wait()
-            finally:
-                link.pending.pop(ref, None)
-            if pending.error is not None:
-                raise pending.error
-            return pending.offset
+        pending = await self._exchange(
+            lambda ref: Publish(topic, None, ref).to_json(data_json=data_json),
+            "the connection was lost before the server acknowledged the publish; "
+            "it may or may not have been stored",
+        )
+        return pending.offset
 
     # A timeout of its own (not just the caller's cancel scope): its RequestTimeout says whether
     # the request left the client, which a cancelled scope cannot tell; the browser client's
@@ -540,33 +527,49 @@ class Client:
             raise TypeError(f"timeout must be a number of seconds, not {type(timeout).__name__}")
         if not timeout > 0:  # NaN too
             raise ValueError(f"timeout must be > 0 seconds (math.inf: no limit), got {timeout!r}")
-        sent = False
+        sent: list[int] = []
         with trio.move_on_after(timeout):
-            while True:
-                link = await self._wait_link()
-                ref = next(self._refs)
-                pending = Pending(
-                    "the connection was lost before the server answered the request; "
-                    "the handler may or may not have run"
-                )
-                link.pending[ref] = pending
-                try:
-                    try:
-                        await link.send(Request(topic, None, ref).to_json(data_json=data_json))
-                    except LinkClosing:
-                        continue  # nothing left this process: safe to wait for the next link
-                    sent = True
-                    await pending.done.wait()
-                finally:
-                    link.abandon(ref)
-                if pending.error is not None:
-                    raise pending.error
-                return self._codec.decode(pending.data)
+            pending = await self._exchange(
+                lambda ref: Request(topic, None, ref).to_json(data_json=data_json),
+                "the connection was lost before the server answered the request; "
+                "the handler may or may not have run",
+                sent=sent,
+            )
+            return self._codec.decode(pending.data)
         if sent:
             raise RequestTimeout(
                 f"request to {topic!r}: no answer within {timeout:g} s; the handler may or may not have run"
             )
         raise RequestTimeout(f"request to {topic!r}: no connection within {timeout:g} s; nothing was sent")
+
+    async def _exchange(
+        self, frame: Callable[[int], str], lost: str, *, sent: list[int] | None = None
+    ) -> Pending:
+        """Send ``frame(ref)`` on the live link and wait for the answer to ``ref``; never re-sent.
+
+        Waits for a link first; a link that closes before the frame left this process is
+        replaced (nothing was sent). Once sent, ``ref`` is appended to ``sent``, and a lost
+        link raises ``ConnectionBroken(lost)``. A caller that stops waiting abandons ``ref``:
+        its late answer is ignored.
+        """
+        while True:
+            link = await self._wait_link()
+            ref = next(self._refs)
+            pending = Pending(lost)
+            link.pending[ref] = pending
+            try:
+                try:
+                    await link.send(frame(ref))
+                except LinkClosing:
+                    continue  # nothing left this process: safe to wait for the next link
+                if sent is not None:
+                    sent.append(ref)
+                await pending.done.wait()
+            finally:
+                link.abandon(ref)
+            if pending.error is not None:
+                raise pending.error
+            return pending
 
     async def _wait_link(self) -> Link:
         while True:
