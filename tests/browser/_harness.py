@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 from ._procs import Server
@@ -21,7 +20,21 @@ class WatchedSocket extends WebSocket {
 """
 
 
-def open_harness(page: Any, server: Server) -> None:
+#: counts every WebSocket the page creates, whoever creates it (an init script: before any module)
+COUNT_SOCKETS = """
+window.socketsCreated = 0;
+window.WebSocket = class extends window.WebSocket {
+  constructor(...args) { super(...args); window.socketsCreated += 1; }
+};
+"""
+
+
+def open_harness(page: Any, server: Server, *, fake_clock: bool = False) -> None:
+    """Open ``harness.html``; ``fake_clock`` installs Playwright's clock (time still flows) so
+    that ``no_reconnect`` can run the page's timers ahead, and counts the sockets it creates."""
+    if fake_clock:
+        page.add_init_script(COUNT_SOCKETS)
+        page.clock.install()
     page.goto(server.url.rstrip("/") + "/")
     page.wait_for_function("window.harnessReady === true")
 
@@ -49,8 +62,9 @@ def hub_stats(server: Server, hub: str) -> dict[str, Any]:
     return server.call("GET", f"/control/{hub}/stats")
 
 
-def hold_still(seconds: float) -> None:
-    """The one kind of fixed wait here: a window in which something must *not* happen (a
-    reconnect after a final close). Every test that uses it waits for the positive condition
-    first, and the window is many times the client's backoff delay."""
-    time.sleep(seconds)
+def no_reconnect(page: Any, sockets: int = 1) -> None:
+    """After a final close: run every timer of the page ten minutes ahead (far beyond any
+    backoff delay), then check that no other WebSocket was created. Needs
+    ``open_harness(..., fake_clock=True)``; no real time passes."""
+    page.clock.run_for(600_000)
+    assert page.evaluate("window.socketsCreated") == sockets

@@ -1,7 +1,8 @@
 """trioconn.js in Chromium against a real hub (``hub_server.py``, a subprocess) and an independent server.
 
-Real time, real sockets on 127.0.0.1. Every wait is for a condition with a deadline; the only
-fixed waits are the short windows in which a reconnect must *not* happen (``hold_still``).
+Real time, real sockets on 127.0.0.1. Every wait is for a condition with a deadline; that a
+reconnect does *not* happen is checked by running the page's timers ten minutes ahead with
+Playwright's clock (``no_reconnect``), not by waiting.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import pytest
 
 from tests._independent_server import Conn, IndependentServer, welcome
 
-from ._harness import changes, hold_still, hub_stats, new_client, open_harness, wait_state
+from ._harness import changes, hub_stats, new_client, no_reconnect, open_harness, wait_state
 
 INTERVAL, TIMEOUT = 0.3, 0.9  # hub_server's heartbeat in these tests (seconds)
 FAST_BACKOFF = "{backoff: {base: 50, cap: 200}}"  # a wrong reconnect would come within 0.2 s
@@ -57,7 +58,7 @@ def test_heartbeat_is_taken_from_an_independent_servers_welcome(page, hub_server
 
 
 def test_close_1000_from_the_hub_ends_the_client_without_reconnecting(page, hub_server):
-    open_harness(page, hub_server)
+    open_harness(page, hub_server, fake_clock=True)
     new_client(page, ws_url(hub_server, "plain"), FAST_BACKOFF)
     wait_state(page, "open")
     assert hub_server.call("POST", "/control/plain/close?code=1000&reason=work%20done") == {"closed": 1}
@@ -65,7 +66,7 @@ def test_close_1000_from_the_hub_ends_the_client_without_reconnecting(page, hub_
     assert page.evaluate("window.clientEnded") is None  # `closed` resolved: a normal end
     last = changes(page)[-1]
     assert (last["state"], last["code"], last["error"]["name"]) == ("closed", 1000, "ConnectionClosed"), last
-    hold_still(1.0)  # five times the longest backoff delay
+    no_reconnect(page)
     stats = hub_stats(hub_server, "plain")
     assert (stats["accepted"], stats["connections"]) == (1, 0), stats
     assert [c["state"] for c in changes(page)][-1] == "closed"
@@ -78,11 +79,11 @@ def test_close_1000_from_an_independent_server_ends_the_client_without_reconnect
 
     with IndependentServer() as server:
         server.script.append(done_at_once)
-        open_harness(page, hub_server)
+        open_harness(page, hub_server, fake_clock=True)
         new_client(page, server.url, FAST_BACKOFF)
         wait_state(page, "closed")
         assert page.evaluate("window.clientEnded") is None
-        hold_still(1.0)
+        no_reconnect(page)
         assert server.connections == 1
 
 
@@ -198,14 +199,14 @@ def test_4401_calls_the_token_getter_again_and_connects_with_the_fresh_token(pag
 
 
 def test_4401_twice_fails_the_client(page, hub_server):
-    open_harness(page, hub_server)
+    open_harness(page, hub_server, fake_clock=True)
     new_client(page, ws_url(hub_server, "auth"), counting_getter("expired"))
     wait_state(page, "closed")
     failure = page.evaluate("window.clientEnded")
     assert failure["name"] == "ReconnectFailed", failure
     assert failure["cause"]["code"] == 4401, failure
     assert page.evaluate("window.tokenCalls") == 2
-    hold_still(1.0)
+    no_reconnect(page, sockets=2)
     stats = hub_stats(hub_server, "auth")
     assert (stats["refused"], stats["accepted"]) == (2, 0), stats
 
@@ -216,7 +217,7 @@ def test_4401_twice_fails_the_client(page, hub_server):
     ids=["authenticate", "allowed_origins"],
 )
 def test_4403_fails_the_client_with_a_failure_event_and_no_retry(page, hub_server, hub, token, cause):
-    open_harness(page, hub_server)
+    open_harness(page, hub_server, fake_clock=True)
     new_client(page, ws_url(hub_server, hub), counting_getter(token))
     wait_state(page, "closed")
     failure = page.evaluate("window.clientEnded")
@@ -226,7 +227,7 @@ def test_4403_fails_the_client_with_a_failure_event_and_no_retry(page, hub_serve
     assert (event["code"], event["error"]) == (4403, failure), event
     last = changes(page)[-1]
     assert (last["state"], last["code"]) == ("closed", 4403), last
-    hold_still(1.0)
+    no_reconnect(page)
     stats = hub_stats(hub_server, hub)
     assert stats["disconnects"] == {cause: 1}, stats
     assert page.evaluate("window.tokenCalls") == 1

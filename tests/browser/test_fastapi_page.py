@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from ._harness import COUNT_SOCKETS, no_reconnect
 from ._procs import ROOT, WAIT
 
 APP = "examples.fastapi_jobs:app"
@@ -72,6 +73,8 @@ def app_server() -> Iterator[Uvicorn]:
 def test_the_fastapi_page_follows_a_job_to_the_end_and_closes_for_good(page, app_server, artifacts):
     sockets: list[str] = []
     page.on("websocket", lambda ws: sockets.append(ws.url))
+    page.add_init_script(COUNT_SOCKETS)
+    page.clock.install()  # time flows; no_reconnect runs the timers ahead at the end
     page.goto(app_server.base + "/")
     page.click("text=Start a download")
     page.wait_for_function("document.getElementById('log').textContent.includes('job finished')")
@@ -85,5 +88,4 @@ def test_the_fastapi_page_follows_a_job_to_the_end_and_closes_for_good(page, app
     page.screenshot(path=artifacts / "fastapi-done.png")
     # One WebSocket, to /ws with the token as a query parameter, and no reconnect after the end.
     assert len(sockets) == 1 and "/ws?token=" in sockets[0], sockets
-    page.wait_for_timeout(1000)  # a window for a wrong reconnect (the backoff starts at 0.5 s)
-    assert len(sockets) == 1, sockets
+    no_reconnect(page)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from ._harness import COUNT_SOCKETS, no_reconnect
 from ._procs import Server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -105,6 +106,8 @@ def test_progress_page_runs_a_job_and_closes_for_good_when_it_is_done(
     server = start_server(
         PROGRESS, "--port", "0", "--jobs-dir", str(tmp_path / "jobs"), name="progress_server"
     )
+    page.add_init_script(COUNT_SOCKETS)
+    page.clock.install()  # time flows; no_reconnect runs the timers ahead at the end
     page.goto(page_url(server))
     page.wait_for_function("document.querySelector('#connection').dataset.state === 'open'")
     server.wait_for(
@@ -128,7 +131,7 @@ def test_progress_page_runs_a_job_and_closes_for_good_when_it_is_done(
     # The page closed the connection itself (hypercorn reports every close a client starts as
     # 1006 to the app, so the hub's log cannot tell 1000), and nothing reconnects.
     server.wait_for(r"connection \S+ closed: ", stream="err")
-    time.sleep(1.0)  # a window for a wrong reconnect (the page's backoff starts at 0.5 s)
+    no_reconnect(page)
     assert opened(server) == 1, server.report()
 
 
