@@ -8,6 +8,8 @@ connection. Times here are real, so every test keeps them short and bounds itsel
 from __future__ import annotations
 
 import asyncio
+import datetime
+import functools
 import json
 import logging
 import time
@@ -36,6 +38,7 @@ from ._independent_server import (
     reject_handshake,
     reset_handshake,
     welcome,
+    well_behaved,
 )
 
 FAST = Backoff(base=0.01, cap=0.01)
@@ -145,6 +148,30 @@ async def test_subscribe_and_publish_work_against_the_independent_server() -> No
             assert await client.publish("feed", {"n": 1}) == 1
             assert await client.publish("feed", {"n": 2}) == 2
             assert client.state is ClientState.OPEN
+
+
+async def test_the_json_hooks_shape_what_goes_on_the_wire_and_what_comes_back() -> None:
+    """json_dumps (a ``default=`` for datetimes) encodes the request's data as the independent
+    server receives it; json_loads (an ``object_hook``) decodes the echoed answer."""
+
+    def revive(obj: dict[str, Any]) -> Any:
+        return datetime.datetime.fromisoformat(obj["at"]) if set(obj) == {"at"} else obj
+
+    when = datetime.datetime(2026, 11, 29, 12, 30, tzinfo=datetime.UTC)
+    dumps = functools.partial(json.dumps, default=lambda value: {"at": value.isoformat()})
+    loads = functools.partial(json.loads, object_hook=revive)
+    conns: list[Conn] = []
+
+    async def recorded(conn: Conn) -> None:
+        conns.append(conn)
+        await well_behaved(conn)
+
+    with IndependentServer() as server, trio.fail_after(10):
+        server.script.append(recorded)
+        async with connect(server.url, json_dumps=dumps, json_loads=loads) as client:
+            assert await client.request("echo", {"done": when}) == {"done": when}
+    [request] = [obj for obj in conns[0].received if obj.get("type") == "request"]
+    assert request["data"] == {"done": {"at": "2026-11-29T12:30:00+00:00"}}
 
 
 # --------------------------------------------------------------------------------- dead link
