@@ -187,6 +187,11 @@ class ServerApp:
         async with self.lifespan():
             yield
 
+    @property
+    def stopping(self) -> bool:
+        """True once ``shutdown()`` was called: health is 503 and writes are refused."""
+        return self._stopping
+
     async def shutdown(self) -> None:
         """Stop gracefully: health turns 503 at once, every client is closed with 1001 after its
         queued frames (bounded by the hub's ``drain_timeout``, and in all by

@@ -86,7 +86,7 @@ async def _run(app: ServerApp, signals: Sequence[int], task_status: trio.TaskSta
             if received is None:
                 return
             async for signum in received:
-                if not app._stopping:
+                if not app.stopping:
                     logger.info("%s received: shutting down gracefully", signal.Signals(signum).name)
                     nursery.start_soon(app.shutdown)
                 else:
