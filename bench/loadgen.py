@@ -51,6 +51,8 @@ class Stats:
         self.batches = 0
         self.events = 0
         self.pings = 0
+        #: WebSocket protocol pings answered (websockets' keepalive), apart from trioconn's own
+        self.protocol_pings = 0
         self.subscribed = 0
         self.failed = 0
         self.errors: list[Any] = []
@@ -173,6 +175,9 @@ if picows is not None:
                     text = b"".join(self.parts).decode()
                     self.parts.clear()
                     self.on_text(text)
+            elif kind == picows.WSMsgType.PING:  # counted, so idle CPU per round trip is measured
+                self.stats.protocol_pings += 1
+                transport.send_pong(frame.get_payload_as_bytes())
             elif kind == picows.WSMsgType.CLOSE:
                 self.close_code = frame.get_close_code()
                 transport.send_close(frame.get_close_code())
@@ -249,7 +254,10 @@ class LoadGenerator:
     async def _connect(self) -> Client:
         if self.kind == "picows":
             _, listener = await picows.ws_connect(
-                lambda: PicowsClient(self.stats, self.topic), self.url, websocket_handshake_timeout=30
+                lambda: PicowsClient(self.stats, self.topic),
+                self.url,
+                websocket_handshake_timeout=30,
+                enable_auto_pong=False,  # answered (and counted) in on_ws_frame
             )
             return listener  # type: ignore[no-any-return]
         client = WebsocketsClient(self.stats, self.topic)
@@ -324,6 +332,7 @@ class LoadGenerator:
             "errors": s.errors,
             "close_codes": sorted({c.close_code for c in clients if c.close_code is not None}),
             "pings": s.pings,
+            "protocol_pings": s.protocol_pings,
             "first_recv": s.first_recv,
             "last_recv": s.last_recv,
             "lat_p50_ms": pct(0.50),

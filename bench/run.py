@@ -46,6 +46,8 @@ SERVERS: dict[str, tuple[str, ...]] = {
     "trioconn-asgi-hypercorn-trio": ("bench.servers.trioconn_asgi", "--server", "hypercorn-trio"),
 }
 REFERENCE = "raw-trio-websocket"
+#: the second ratio column ("vs ws"): the asyncio stack the targets compare with
+SECOND_REFERENCE = "websockets-asyncio"
 #: Only trioconn has a resume protocol: the reconnect storm runs against it alone.
 STORM_SERVERS = ("trioconn",)
 TOPIC = "bench"
@@ -272,14 +274,35 @@ class Bench:
             busy = system_busy_s() - busy
             stats = gen.request({"cmd": "stats", "count": 0})
         base = ready["server_idle"]["rss_kib"]
+        cpu_s = end["cpu_s"] - start["cpu_s"]
+        # trioconn's application pings and websockets' keepalive (protocol) pings alike
+        round_trips = stats["pings"] + stats.get("protocol_pings", 0)
         return {
             "kib_per_conn": (end["rss_kib"] - base) / n,
-            "cpu_s": end["cpu_s"] - start["cpu_s"],
+            "cpu_s": cpu_s,
+            "us_per_round_trip": cpu_s / round_trips * 1e6 if round_trips else None,
             "connect_s": ready["connect_s"],
             "open": stats["open"],
             "pings": stats["pings"],
+            "protocol_pings": stats.get("protocol_pings", 0),
             "other_load": other_load(busy, start, end, stats["client_cpu_s"]),
             "violations": stats["violations"] + (n - stats["open"]),
+        }
+
+    def connect(self, server: str, n: int) -> Metrics:
+        """N clients connect and subscribe (64 attempts in flight): handshake throughput."""
+        with self.session(server, n) as (srv, gen, ready):
+            after = srv.request({"cmd": "usage"})
+            stats = gen.request({"cmd": "stats", "count": 0})
+        before = ready["server_idle"]
+        wall = ready["connect_s"]
+        return {
+            "connect_s": wall,
+            "per_s": n / wall,
+            "cpu_us_per_conn": (after["cpu_s"] - before["cpu_s"]) / n * 1e6,
+            "kib_per_conn": (after["rss_kib"] - before["rss_kib"]) / n,
+            "client_cpu_share": stats["client_cpu_s"] / wall,
+            "violations": n - stats["open"],
         }
 
     def storm(self, server: str, n: int) -> Metrics:
@@ -445,10 +468,10 @@ def table(results: dict[str, list[Metrics] | str], columns: list[Column]) -> lis
     """A markdown table: one row per server, ``median (min-max)`` per metric, ratios to raw."""
     header = ["server"]
     for title, _, floor in columns:
-        header += [title] if floor is None else [title, "vs raw"]
+        header += [title] if floor is None else [title, "vs raw", "vs ws"]
     header.append("violations")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    reference = results.get(REFERENCE)
+    references = [results.get(REFERENCE), results.get(SECOND_REFERENCE)]
     for server, runs in results.items():
         if isinstance(runs, str):
             lines.append(f"| {server} | {runs} |" + " |" * (len(header) - 2))
@@ -457,12 +480,13 @@ def table(results: dict[str, list[Metrics] | str], columns: list[Column]) -> lis
         for _, key, floor in columns:
             row.append(spread([r[key] for r in runs if r.get(key) is not None]))
             if floor is not None:
-                ref = median(reference, key) if isinstance(reference, list) else None
-                mine = median(runs, key)
-                if ref is not None and mine is not None and abs(ref) > floor:
-                    row.append(f"{mine / ref:.2f}x")
-                else:
-                    row.append("-")
+                for reference in references:
+                    ref = median(reference, key) if isinstance(reference, list) else None
+                    mine = median(runs, key)
+                    if ref is not None and mine is not None and abs(ref) > floor:
+                        row.append(f"{mine / ref:.2f}x")
+                    else:
+                        row.append("-")
         row.append(str(sum(r["violations"] for r in runs)))
         lines.append("| " + " | ".join(row) + " |")
     return lines
@@ -531,6 +555,22 @@ def scenarios(bench: Bench, args: argparse.Namespace) -> list[Scenario]:
                 args.runs,
             )
         )
+    if args.connect_conns:
+        out.append(
+            (
+                "connect",
+                f"Connect: {args.connect_conns} clients connect and subscribe, 64 at a time",
+                lambda s: bench.connect(s, args.connect_conns),
+                [
+                    ("connect s", "connect_s", 0),
+                    ("connections/s", "per_s", None),
+                    ("server CPU us/conn", "cpu_us_per_conn", 0),
+                    ("KiB RSS/conn", "kib_per_conn", None),
+                    ("client CPU share", "client_cpu_share", None),
+                ],
+                args.runs,
+            )
+        )
     if args.idle_conns:
         out.append(
             (
@@ -540,8 +580,10 @@ def scenarios(bench: Bench, args: argparse.Namespace) -> list[Scenario]:
                 [
                     ("KiB RSS/conn", "kib_per_conn", 0),
                     ("server CPU s", "cpu_s", 0.1),
+                    ("server CPU us/ping round trip", "us_per_round_trip", 0),
                     ("connect s", "connect_s", None),
                     ("pings answered", "pings", None),
+                    ("protocol pings answered", "protocol_pings", None),
                     ("other load", "other_load", None),
                 ],
                 args.idle_runs,
@@ -596,6 +638,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steady-conns", type=int, default=1000, help="0 skips the steady scenario")
     p.add_argument("--steady-rate", type=float, default=5.0, help="events/s (every stack must keep up)")
     p.add_argument("--steady-seconds", type=float, default=10.0)
+    p.add_argument("--connect-conns", type=int, default=1000, help="0 skips the connect scenario")
     p.add_argument("--idle-conns", type=int, default=5000, help="0 skips the idle scenario")
     p.add_argument("--idle-seconds", type=float, default=30.0)
     p.add_argument("--idle-runs", type=int, default=1)
@@ -620,6 +663,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.runs, args.burst = 1, [(5, 50)]
         args.steady_conns, args.steady_rate, args.steady_seconds = 5, 50.0, 1.0
         args.idle_conns, args.quiet_wait = 0, 0.0
+        args.connect_conns = 20
         args.storm_clients, args.storm_settle, args.storm_rate, args.storm_down = 20, 0.5, 20.0, 0.2
     args.servers = [s.strip() for s in (args.servers or ",".join(SERVERS)).split(",") if s.strip()]
     unknown = set(args.servers) - set(SERVERS)
@@ -634,7 +678,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT))
     from bench.common import raise_nofile
 
-    nofile = raise_nofile(max(args.idle_conns, args.storm_clients, 1000) + 1024)
+    nofile = raise_nofile(max(args.idle_conns, args.storm_clients, args.connect_conns, 1000) + 1024)
     bench = Bench(args)
     started = time.monotonic()
     failures = 0
@@ -677,7 +721,7 @@ def main(argv: list[str] | None = None) -> int:
         f"- load generator: {bench.client_kind} client, own process"
         + ("; server pinned to core 0, generator to core 1" if bench.server_cpu is not None else ""),
         f"- runs per scenario: {args.runs} (idle: {args.idle_runs}); cells are median (min-max); "
-        f"'vs raw' = median / median of {REFERENCE}",
+        f"'vs raw' / 'vs ws' = median / median of {REFERENCE} / {SECOND_REFERENCE}",
         f"- RLIMIT_NOFILE soft limit in the runner: {nofile}",
         "- 'other load': cores used by other processes during the measurement (the machine may be"
         " shared); well above 0 means delivered/s and latency of that run were disturbed",

@@ -7,7 +7,7 @@ import pytest
 import trio
 import trio.testing
 
-from trioconn._frontends.trio_websocket.listener import ACCEPT_PAUSE, REPORT_INTERVAL, SocketGate, accept_loop
+from trioconn._frontends.trio_wsproto.listener import ACCEPT_PAUSE, REPORT_INTERVAL, SocketGate, accept_loop
 
 
 class FakeListener:

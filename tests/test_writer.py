@@ -9,7 +9,7 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Ping, Pong, Request, TextMessage
 
 from trioconn import Hub
-from trioconn._frontends.trio_websocket.writer import frame
+from trioconn._frontends.trio_wsproto.writer import frame
 
 from .conftest import loopback_client
 

@@ -45,7 +45,7 @@ from ._core.protocol import CLOSE_CODES as CLOSE_CODES
 from ._core.protocol import PROTOCOL_VERSION as PROTOCOL_VERSION
 from ._core.protocol import CloseAction as CloseAction
 from ._core.protocol import CloseCodeInfo as CloseCodeInfo
-from ._frontends.trio_websocket import Hub as Hub
+from ._frontends.trio_wsproto import Hub as Hub
 from ._server.broker import Broker as Broker
 from ._server.broker import MemoryBroker as MemoryBroker
 from ._server.config import Allow as Allow

@@ -34,7 +34,7 @@ import logging
 import secrets
 import threading
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar, overload
 
@@ -49,6 +49,7 @@ from .._core.exceptions import HandshakeRejected, HubStopped, TrioconnError
 from .._core.protocol import validate_topic
 from .._core.ratelog import RateLimitedLog
 from .broker import Broker, MemoryBroker
+from .clock import HeartbeatClock
 from .config import HandshakeRequest, HubConfig, HubSettings
 from .connection import CLOSE_TIMEOUT, ConnectionStatistics, HubServices, ServerConnection
 from .follow import HubSubscription
@@ -140,7 +141,9 @@ class BaseHub:
             raise TypeError(f"broker must be a trioconn Broker, not {type(broker).__name__}")
         self._broker: Broker = MemoryBroker() if broker is None else broker
         self._broker.bind(self._registry, self._slow_consumer)
-        self._broker_runner = _BrokerRunner(self._broker)
+        #: wakes every connection's heartbeat task: one timer per bucket of time, not one each
+        self._clock = HeartbeatClock(config.heartbeat_interval / CLOCK_BUCKETS)
+        self._broker_runner = _BrokerRunner(self._background)
         self._presence = Presence()
         self._requests = RequestHandlers()
         #: open ``publications()`` readers and ``subscribe()`` followers
@@ -164,6 +167,7 @@ class BaseHub:
             log=RateLimitedLog(logger, anyio.current_time),
             codec=self._codec,
             observe_rtt=self._rtt.observe,
+            clock=self._clock,
         )
         self._connections: dict[str, ServerConnection] = {}
         self._disconnects: Counter[str] = Counter()
@@ -237,6 +241,12 @@ class BaseHub:
         self._accepted += 1
         logger.info("connection %s opened from %s", conn.session, conn.remote)
         await conn.run()
+
+    async def _background(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """What runs while the hub runs: the heartbeat clock and the broker's task."""
+        async with anyio.create_task_group() as tasks:
+            await tasks.start(self._clock.run)
+            await self._broker.run(task_status=task_status)
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[BaseHub]:
@@ -740,7 +750,8 @@ class _Group:
 
 
 class _BrokerRunner:
-    """Runs the broker's task while at least one ``running()`` block (``serve`` has one) holds it.
+    """Runs the hub's background task (the broker's, the heartbeat clock) while at least one
+    ``running()`` block (``serve`` has one) holds it.
 
     The task lives in the nursery of the holder that started it. When that holder ends while
     others remain, the task is stopped there and started again in the nursery of the oldest
@@ -749,8 +760,9 @@ class _BrokerRunner:
     write awaiting the broker at that moment may fail with ``BrokerUnavailable``.
     """
 
-    def __init__(self, broker: Broker) -> None:
-        self._broker = broker
+    def __init__(self, run: Callable[..., Awaitable[None]]) -> None:
+        #: ``run(task_status=...)``: started in a holder's nursery, cancelled to move or stop it
+        self._run_background = run
         self._holders: list[TaskGroup] = []
         self._host: TaskGroup | None = None
         # Created in the event loop by ``_start``: a hub may be built before any loop runs.
@@ -797,10 +809,15 @@ class _BrokerRunner:
     ) -> None:
         try:
             with scope:
-                await self._broker.run(task_status=task_status)
+                await self._run_background(task_status=task_status)
         finally:
             stopped.set()
 
+
+#: The heartbeat clock's buckets per heartbeat interval: a ping goes out at most 1/64 of the
+#: interval late (0.23 s of the default 15 s), and each bucket's timer wakes every connection due
+#: within it.
+CLOCK_BUCKETS = 64
 
 #: How long moving the broker to another holder may take (stopping it, starting it again).
 _HANDOVER_TIMEOUT = 10.0

@@ -46,7 +46,7 @@ from starlette.staticfiles import StaticFiles
 from .._core.exceptions import BrokerUnavailable, HubStopped, TooManyTopics, TopicEnded
 from .._core.protocol import validate_topic
 from .._frontends.asgi import HubApp, lifespan
-from .._frontends.trio_websocket import Hub
+from .._frontends.trio_wsproto import Hub
 from .._server.broker import Broker
 from ..browser import SCRIPT_PATH
 from ..metrics import HubCollector

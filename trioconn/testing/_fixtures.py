@@ -14,7 +14,7 @@ import attrs
 import trio
 
 from .._client.client import Client, connect
-from .._frontends.trio_websocket import Hub
+from .._frontends.trio_wsproto import Hub
 from .._server.config import HubSettings
 from .._server.groups import unwrap_group
 from ._faults import FaultProxy, MemoryLink, open_fault_proxy, open_memory_link

@@ -1,4 +1,4 @@
-"""The trio-websocket front end: ``Hub``, which serves a port (or a stream) of its own.
+"""The trio front end: ``Hub``, which serves a port (or a stream) of its own.
 
 Theory of operation
 -------------------
@@ -6,12 +6,15 @@ Theory of operation
 handshake, bad requests answered there) and hands each valid upgrade request to
 ``_handle_request``: the hub core decides on it (``admit``; a refusal is answered with its HTTP
 status, or with ``refuse_with="close"`` accepted and closed at once), and an accepted connection
-runs as ``serve_socket`` over a ``TrioWebSocketSocket`` (``socket.py``, with the direct write path
-of ``writer.py``), inside the serving task, so cancelling ``serve`` ends every connection (each
-sends 1001 on its way out). A ``serve`` call that is shutting down refuses the handshakes that complete
-meanwhile (503), so its shutdown waits only for the connections it had.
+runs as ``serve_socket`` over a ``WsprotoSocket`` (``socket.py``: wsproto on the trio stream,
+with a direct write path), inside the task that accepted the socket, under the serving call, so
+cancelling ``serve`` ends every connection (each sends 1001 on its way out). A ``serve`` call
+that is shutting down refuses the handshakes that complete meanwhile (503), so its shutdown
+waits only for the connections it had.
 
-This is the only part of the server that imports trio-websocket; it runs under trio only.
+This front end runs under trio only. It speaks WebSocket through wsproto directly rather than
+through trio-websocket's connection object, which would add a reader task, a memory channel and
+the handshake's HTTP state to every open connection (``docs/performance.md``).
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ from functools import partial
 
 import anyio
 import trio
-import trio_websocket
 from typing_extensions import Unpack
 
 from ..._server.broker import Broker
@@ -32,9 +34,10 @@ from ..._server.config import HandshakeRequest, HubConfig, HubSettings
 from ..._server.groups import unwrap_group
 from ..._server.hub import BaseHub, _Group
 from ..._server.socket import Refused
-from .listener import CLOSE_TIMEOUT, SocketGate, open_listeners, remote, serve_listeners
+from .handshake import UpgradeRequest
+from .listener import CLOSE_TIMEOUT, SocketGate, open_listeners, serve_listeners
 from .listener import serve_stream as serve_one_stream
-from .socket import TrioWebSocketSocket
+from .socket import WsprotoSocket
 
 __all__ = ["Hub"]
 
@@ -100,7 +103,6 @@ class Hub(BaseHub):
                         self._count,
                         ssl_context=ssl_context,
                         handshake_timeout=config.handshake_timeout,
-                        max_message_size=config.max_frame_size,
                     )
                 )
                 logger.info("serving on %s:%d", host, bound)
@@ -143,7 +145,6 @@ class Hub(BaseHub):
                         partial(self._handle_request, group=group),
                         self._count,
                         handshake_timeout=self.config.handshake_timeout,
-                        max_message_size=self.config.max_frame_size,
                     )
                 finally:
                     done.set()
@@ -161,9 +162,9 @@ class Hub(BaseHub):
     ) -> None:
         """Run ``body`` with a handler nursery that outside cancellation does not reach directly.
 
-        trio-websocket's reader task lives in the handler nursery; if a cancellation killed it,
-        no close handshake could complete and every connection would wait out its close
-        timeout. Instead, when ``body`` ends for any reason (cancellation included), accepting
+        Every connection lives in the handler nursery; if a cancellation reached it directly,
+        no connection could send its queued frames and a close frame first. Instead, when
+        ``body`` ends for any reason (cancellation included), accepting
         stops, the connections it started are closed gracefully with 1001 — queued frames first,
         each bounded by ``drain_timeout`` and the close timeout — while handshakes that complete
         meanwhile are refused with 503, and only then is the handler nursery cancelled (which
@@ -181,7 +182,7 @@ class Hub(BaseHub):
                         await group.close_all()
                     handlers_scope.cancel()
 
-    async def _handle_request(self, request: trio_websocket.WebSocketRequest, *, group: _Group) -> None:
+    async def _handle_request(self, request: UpgradeRequest, *, group: _Group) -> None:
         # Runs once per valid upgrade request: an exception here would end only this client, but
         # it would be a bug, so everything but cancellation ends here, logged.
         try:
@@ -190,17 +191,23 @@ class Hub(BaseHub):
                 with trio.move_on_after(CLOSE_TIMEOUT):
                     if self.config.refuse_with == "close":
                         # A browser sees a close code, never the status of a refused upgrade.
-                        ws = await request.accept()
-                        await ws.aclose(admission.close_code, admission.close_reason)
+                        socket = await self._accept(request)
+                        await socket.close(admission.close_code, admission.close_reason)
                     else:
-                        await request.reject(admission.status, body=admission.reason.encode())
+                        await request.reject(admission.status, admission.reason)
                 return
-            ws = await request.accept()
-            await self.serve_socket(TrioWebSocketSocket(ws, remote(ws)), admission.identity, groups=(group,))
-        except (trio_websocket.ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
+            socket = await self._accept(request)
+            await self.serve_socket(socket, admission.identity, groups=(group,))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
             logger.debug("client went away during the handshake")
         except Exception:
             logger.exception("handshake failed")
+
+    async def _accept(self, request: UpgradeRequest) -> WsprotoSocket:
+        connection = await request.accept()
+        return WsprotoSocket(
+            request.stream, connection, request.remote, max_message_size=self.config.max_frame_size
+        )
 
     def _socket_counts(self) -> tuple[int, int]:
         return self._gate.sockets, self._gate.handshaking
@@ -215,8 +222,8 @@ async def _shielded_nursery(
             await trio.sleep_forever()
 
 
-def handshake_request(request: trio_websocket.WebSocketRequest) -> HandshakeRequest:
-    """The hub's view of a trio-websocket upgrade request."""
+def handshake_request(request: UpgradeRequest) -> HandshakeRequest:
+    """The hub's view of an upgrade request."""
     headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in request.headers}
     target = urllib.parse.urlsplit(request.path)
     query = dict(urllib.parse.parse_qsl(target.query))
@@ -225,4 +232,4 @@ def handshake_request(request: trio_websocket.WebSocketRequest) -> HandshakeRequ
     if token is None and auth[:7].lower() == "bearer ":
         token = auth[7:].strip() or None
     origins = tuple(value.decode("latin-1") for name, value in request.headers if name.lower() == b"origin")
-    return HandshakeRequest(target.path or "/", query, headers, token, remote(request), origins)
+    return HandshakeRequest(target.path or "/", query, headers, token, request.remote, origins)
