@@ -46,11 +46,11 @@ import inspect
 import logging
 import math
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import anyio
 import attrs
-from anyio.abc import TaskGroup
 
 from .._core.codec import JsonCodec
 from .._core.exceptions import BrokerUnavailable, ProtocolError, TooManyTopics, TopicEnded
@@ -93,6 +93,10 @@ _REFUSED: Any = object()
 CLOSE_TIMEOUT = 2.0
 
 
+#: Opens a task group: an async context manager whose value has ``start_soon(fn, *args)``.
+OpenTaskGroup = Callable[[], AbstractAsyncContextManager[Any]]
+
+
 @attrs.frozen
 class HubServices:
     """What a connection needs of its hub, handed over explicitly (the connection does not know ``Hub``)."""
@@ -121,6 +125,8 @@ class HubServices:
     observe_rtt: Callable[[float], None] = lambda _seconds: None
     #: wakes the heartbeat task (one timer for all connections, ``clock.py``)
     clock: HeartbeatClock = attrs.field(factory=lambda: HeartbeatClock(1.0))
+    #: opens the task group of a connection's tasks (anyio's; a front end may give a lighter one)
+    open_task_group: OpenTaskGroup = anyio.create_task_group
 
 
 @attrs.frozen
@@ -215,7 +221,8 @@ class ServerConnection:
         self._dropped = 0
         self.events_delivered = 0
         self.rtt: float | None = None
-        self._tasks: TaskGroup | None = None
+        #: the connection's task group (anyio's, or what the front end opened instead)
+        self._tasks: Any = None
         self._in_flight = 0
 
     # -- Subscriber (called synchronously by the topic registry) -------------------------------
@@ -336,7 +343,7 @@ class ServerConnection:
         )
         try:
             with self._scope:
-                async with anyio.create_task_group() as tasks:
+                async with self._services.open_task_group() as tasks:
                     self._tasks = tasks
                     tasks.start_soon(self._sender)
                     tasks.start_soon(self._heartbeat)

@@ -51,7 +51,7 @@ from .._core.ratelog import RateLimitedLog
 from .broker import Broker, MemoryBroker
 from .clock import HeartbeatClock
 from .config import HandshakeRequest, HubConfig, HubSettings
-from .connection import CLOSE_TIMEOUT, ConnectionStatistics, HubServices, ServerConnection
+from .connection import CLOSE_TIMEOUT, ConnectionStatistics, HubServices, OpenTaskGroup, ServerConnection
 from .follow import HubSubscription
 from .groups import unwrap_group
 from .histogram import Histogram, HistogramSnapshot
@@ -114,6 +114,9 @@ class BaseHub:
         ValueError, TypeError: a setting is invalid; the message says which and why.
     """
 
+    #: opens each connection's task group; a front end may give a lighter one for its event loop
+    _open_task_group: OpenTaskGroup = staticmethod(anyio.create_task_group)
+
     def __init__(
         self,
         config: HubConfig | None = None,
@@ -168,6 +171,7 @@ class BaseHub:
             codec=self._codec,
             observe_rtt=self._rtt.observe,
             clock=self._clock,
+            open_task_group=self._open_task_group,
         )
         self._connections: dict[str, ServerConnection] = {}
         self._disconnects: Counter[str] = Counter()

@@ -51,7 +51,7 @@ class UpgradeRequest:
     def __init__(self, stream: trio.abc.Stream, handshake: H11Handshake, event: Request, remote: str) -> None:
         #: the client's stream, which the WebSocket goes on over once accepted
         self.stream = stream
-        self._handshake = handshake
+        self._handshake: H11Handshake | None = handshake
         #: the request target (path and query)
         self.path = event.target
         #: the request's headers as (lower-case name, value) byte pairs, ``Host`` first
@@ -66,9 +66,14 @@ class UpgradeRequest:
         Raises:
             trio.BrokenResourceError, trio.ClosedResourceError: the client is gone.
         """
-        data = self._handshake.send(AcceptConnection())
-        connection = self._handshake.connection
+        handshake = self._handshake
+        assert handshake is not None, "the request was answered already"
+        data = handshake.send(AcceptConnection())
+        connection = handshake.connection
         assert connection is not None
+        # The HTTP side is done: let it go now, not when the connection ends (the request
+        # object lives as long as the task serving it).
+        self._handshake = None
         await self.stream.send_all(data)
         return connection
 
@@ -78,6 +83,7 @@ class UpgradeRequest:
         Raises:
             trio.BrokenResourceError, trio.ClosedResourceError: the client is gone.
         """
+        assert self._handshake is not None, "the request was answered already"
         await self.stream.send_all(_rejection(self._handshake, status, body.encode()))
 
 

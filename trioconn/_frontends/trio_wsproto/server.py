@@ -23,9 +23,12 @@ import logging
 import ssl
 import urllib.parse
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from functools import partial
+from typing import Any
 
 import anyio
+import sniffio
 import trio
 from typing_extensions import Unpack
 
@@ -44,8 +47,23 @@ __all__ = ["Hub"]
 logger = logging.getLogger("trioconn")
 
 
+def _open_task_group() -> AbstractAsyncContextManager[Any]:
+    """A connection's task group: trio's own nursery under trio, anyio's under asyncio.
+
+    anyio's task group gives every task it starts a handle with a cancel scope and an event of its
+    own (anyio 4.16: about 1 KiB per task), and a connection keeps two such tasks for as long as
+    it is open. A ``Hub`` served from an ASGI app on asyncio takes this path too, so it decides
+    per call.
+    """
+    if sniffio.current_async_library() == "trio":
+        return trio.open_nursery()
+    return anyio.create_task_group()
+
+
 class Hub(BaseHub):
     __doc__ = BaseHub.__doc__
+
+    _open_task_group = staticmethod(_open_task_group)
 
     def __init__(
         self,
