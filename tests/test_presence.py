@@ -296,3 +296,43 @@ async def test_a_subscriber_that_does_not_read_its_presence_frames_is_a_slow_con
             assert hub.statistics().disconnects.get("slow-consumer") == 1
             assert hub.presence("room") == ()  # ann left with her connection
         nursery.cancel_scope.cancel()
+
+
+class _Plain:
+    """A subscriber as the presence registry sees it: counts the frames it is given."""
+
+    def __init__(self) -> None:
+        self.frames: list[str] = []
+
+    def deliver_presence(self, encoded: str) -> None:
+        self.frames.append(encoded)
+
+
+def test_plain_subscribers_cost_no_work_per_member_as_others_come_and_go(monkeypatch):
+    # A topic with thousands of subscribers that did not ask for presence: before, every
+    # subscribe built the whole member list and walked every member (quadratic connects).
+    from trioconn._server import presence as presence_module
+
+    listed: list[object] = []
+    public = presence_module._Entry.public
+    monkeypatch.setattr(presence_module._Entry, "public", lambda self: listed.append(self) or public(self))
+    presence = presence_module.Presence(clock=lambda: 0.0)
+    plain = [_Plain() for _ in range(500)]
+    for i, sub in enumerate(plain):
+        member, members = presence.prepare("t", None, f"s{i}", None, listed=False)
+        assert members is None
+        presence.join("t", member, sub, receives=False)
+    for i in range(0, 500, 2):
+        presence.leave("t", f"s{i}")
+    assert listed == [] and all(sub.frames == [] for sub in plain)
+    assert presence.count("t") == 250
+    # one subscriber with presence: its list holds everybody, and only it hears of changes
+    receiver = _Plain()
+    member, members = presence.prepare("t", None, "r", None, listed=True)
+    assert members is not None and len(members) == 251 and len(listed) == 250
+    presence.join("t", member, receiver, receives=True)
+    member, _ = presence.prepare("t", None, "late", None, listed=False)
+    presence.join("t", member, _Plain(), receives=False)
+    presence.leave("t", "s1")
+    assert [json.loads(frame)["type"] for frame in receiver.frames] == ["join", "leave"]
+    assert all(sub.frames == [] for sub in plain)

@@ -523,7 +523,9 @@ class ServerConnection:
                 self._refuse(frame, ErrorCode.INTERNAL, str(exc))
                 return
         presence = self._services.presence
-        member, members = presence.prepare(frame.topic, self.identity, self.session, allowed.info)
+        member, members = presence.prepare(
+            frame.topic, self.identity, self.session, allowed.info, listed=allowed.presence
+        )
         frames = registry.subscribe(
             frame.topic,
             self,
@@ -532,7 +534,7 @@ class ServerConnection:
             offset=frame.offset,
             last=frame.last,
             ref=frame.ref,
-            presence=members if allowed.presence else None,
+            presence=members,
         )
         topic = registry.get(frame.topic)
         if topic is not None and self in topic.subscribers:

@@ -105,7 +105,11 @@ class Presence:
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
+        #: every member of every topic, by session
         self._topics: dict[str, dict[str, _Entry]] = {}
+        #: the members that receive ``join``/``leave`` frames, by topic: joining and leaving
+        #: cost nothing per member that does not (a topic with thousands of plain subscribers)
+        self._receivers: dict[str, dict[str, _Entry]] = {}
         self._readers: list[PresenceChanges] = []
 
     def members(self, topic: str) -> tuple[Member, ...]:
@@ -115,11 +119,13 @@ class Presence:
         return len(self._topics.get(topic, ()))
 
     def prepare(
-        self, topic: str, identity: Any, session: str, info: Any
-    ) -> tuple[Member, tuple[PresenceMember, ...]]:
-        """A member for ``session`` and the member list its ``subscribed`` answer carries
-        (with itself), without registering it: ``join`` does that once the answer is made."""
+        self, topic: str, identity: Any, session: str, info: Any, *, listed: bool
+    ) -> tuple[Member, tuple[PresenceMember, ...] | None]:
+        """A member for ``session`` and, if ``listed``, the member list its ``subscribed`` answer
+        carries (with itself), without registering it: ``join`` does that once the answer is made."""
         member = Member(identity, session, self._clock(), info)
+        if not listed:
+            return member, None
         current = [
             entry.public()
             for entry in self._topics.get(topic, {}).values()
@@ -129,13 +135,17 @@ class Presence:
 
     def join(self, topic: str, member: Member, subscriber: PresenceSubscriber, *, receives: bool) -> None:
         """Register ``member``; tell the application and the subscribers that get presence."""
-        entries = self._topics.setdefault(topic, {})
-        frame = Join(topic, member.info, member.session, member.since).to_json()
-        for entry in list(entries.values()):
-            if entry.receives:
+        receivers = self._receivers.get(topic)
+        if receivers:
+            frame = Join(topic, member.info, member.session, member.since).to_json()
+            for entry in list(receivers.values()):
                 entry.subscriber.deliver_presence(frame)
-        entries[member.session] = _Entry(member, subscriber, receives)
-        self._tell(Joined(topic, member.identity, member.session, member.since, member.info))
+        entry = _Entry(member, subscriber, receives)
+        self._topics.setdefault(topic, {})[member.session] = entry
+        if receives:
+            self._receivers.setdefault(topic, {})[member.session] = entry
+        if self._readers:
+            self._tell(Joined(topic, member.identity, member.session, member.since, member.info))
 
     def leave(self, topic: str, session: str, *, quiet: bool = False) -> None:
         """Remove ``session``'s membership of ``topic`` (no-op if it is none).
@@ -149,13 +159,18 @@ class Presence:
             return
         if not entries:
             del self._topics[topic]
-        elif not quiet:
-            frame = Leave(topic, gone.member.info, session).to_json()
-            for entry in list(entries.values()):
-                if entry.receives:
+        receivers = self._receivers.get(topic)
+        if receivers is not None:
+            receivers.pop(session, None)
+            if not receivers:
+                del self._receivers[topic]
+            elif not quiet:
+                frame = Leave(topic, gone.member.info, session).to_json()
+                for entry in list(receivers.values()):
                     entry.subscriber.deliver_presence(frame)
-        member = gone.member
-        self._tell(Left(topic, member.identity, session, member.since, member.info))
+        if self._readers:
+            member = gone.member
+            self._tell(Left(topic, member.identity, session, member.since, member.info))
 
     # -- readers of the changes -----------------------------------------------------------------
 
