@@ -48,6 +48,7 @@ import coredis
 import coredis.exceptions
 from anyio.abc import TaskStatus
 from coredis.commands.script import Script
+from coredis.connection import TCPLocation
 from coredis.patterns.pubsub import PubSub, ShardedPubSub
 from coredis.retry import NoRetryPolicy
 
@@ -271,7 +272,12 @@ class RedisBroker(Broker):
             "stream_timeout": self._timeout,
         }
         if self._target.cluster:
-            return coredis.RedisCluster.from_url(self._target.url, **options)
+            # not from_url: coredis 6.9's cluster from_url warns about its own startup node form
+            host, port, username, password, ssl = self._target.cluster_node()
+            node = TCPLocation(host, port)
+            return coredis.RedisCluster(
+                startup_nodes=[node], username=username, password=password, ssl=ssl, **options
+            )
         return coredis.Redis.from_url(self._target.url, **options)
 
     def _new_feed(self, client: _Client) -> _Feed:

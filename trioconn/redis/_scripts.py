@@ -136,6 +136,13 @@ class Target:
     url: str
     cluster: bool
 
+    def cluster_node(self) -> tuple[str, int, str | None, str | None, bool]:
+        """A cluster URL's host, port, user name, password and whether it uses TLS."""
+        parts = urllib.parse.urlsplit(self.url)
+        username = urllib.parse.unquote(parts.username) if parts.username else None
+        password = urllib.parse.unquote(parts.password) if parts.password else None
+        return parts.hostname or "", parts.port or 6379, username, password, parts.scheme == "rediss"
+
     @property
     def publish(self) -> str:
         """The command that publishes a write: sharded pub/sub on a cluster, so only the slot's
@@ -167,6 +174,12 @@ def parse_url(url: object) -> Target:
             raise ValueError(f"url {url!r} names no host: use {scheme}://host:port")
         if parts.path.strip("/") not in ("", "0"):
             raise ValueError(f"url {url!r}: a Redis Cluster has only database 0")
+        if parts.query or parts.fragment:
+            raise ValueError(f"url {url!r}: a cluster URL takes no options after the address")
+        try:
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        except ValueError:
+            raise ValueError(f"url {url!r} has an invalid port") from None
     return Target(plain, cluster)
 
 

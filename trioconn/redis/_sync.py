@@ -126,6 +126,9 @@ class SyncPublisher:
     def close(self) -> None:
         """Release the connections. Safe to call twice."""
         with self._lock:
+            if isinstance(self._redis, redis.cluster.RedisCluster):
+                # its close() leaves the nodes' pools connected (redis-py 8.1)
+                self._redis.disconnect_connection_pools()  # type: ignore[no-untyped-call]
             if self._redis is not None:
                 self._redis.close()
 
