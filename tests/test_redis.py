@@ -361,7 +361,7 @@ async def test_subscribing_while_another_process_writes_joins_history_and_live_w
     """Each client is the first on its topic on hub B, so B loads the topic from Redis while
     hub A keeps writing to it: the answer, the replay and the live events must join exactly."""
     rounds, topics = 100, 10
-    async with served_hub(redis_server.url) as (hub_a, _), served_hub(redis_server.url) as (_, port_b):
+    async with served_hub(redis_server.url) as (hub_a, _), served_hub(redis_server.url) as (hub_b, port_b):
         started = [trio.Event() for _ in range(topics)]
         results: dict[int, tuple[dict, list]] = {}
 
@@ -386,10 +386,45 @@ async def test_subscribing_while_another_process_writes_joins_history_and_live_w
                 nursery.start_soon(writer)
                 for j in range(topics):
                     nursery.start_soon(reader, j)
+        # Joined exactly: not one write was missed and repaired later (a gap would resync).
+        assert hub_b._broker.resyncs == 0
     for answer, frames in results.values():
         first = answer["offset"] - answer["replayed"] + 1
         assert [f["offset"] for f in frames] == list(range(first, rounds + 1))
         assert all(f["data"] == f["offset"] - 1 for f in frames)
+
+
+@both_modes
+async def test_a_write_just_after_the_snapshot_arrives_even_when_redis_confirms_the_subscription_late(
+    redis_server, monkeypatch
+):
+    """The order that makes a join exact: subscribed (confirmed) first, snapshot second. The
+    confirmation is made slow and a write is slipped in right after the snapshot was read; with
+    the order reversed it would be lost (nothing else is written to repair it)."""
+    from trioconn.redis import RedisBroker, SyncPublisher
+
+    subscribe_now, fetch_now = RedisBroker._subscribe, RedisBroker._fetch
+
+    async def slow_subscribe(self, feed, names):
+        names = list(names)
+        if "late" in names:
+            await trio.sleep(0.3)
+        await subscribe_now(self, feed, names)
+
+    async def fetch_then_write(self, topic):
+        snapshot = await fetch_now(self, topic)
+        if topic == "late":
+            await trio.to_thread.run_sync(pub.publish, "late", "just after the snapshot")
+        return snapshot
+
+    monkeypatch.setattr(RedisBroker, "_subscribe", slow_subscribe)
+    monkeypatch.setattr(RedisBroker, "_fetch", fetch_then_write)
+    with SyncPublisher(redis_server.url) as pub:
+        async with served_hub(redis_server.url) as (_, port), ws_client(port) as client:
+            await subscribe(client, "late", last=1)  # replayed, if it made it in before the answer
+            with trio.fail_after(5):
+                frame = await client.recv()
+            assert (frame["offset"], frame["data"]) == (1, "just after the snapshot")
 
 
 @both_modes
@@ -421,6 +456,112 @@ async def test_in_process_threads_client_publish_state_and_end_go_through_redis(
             await hub.set_state("job", 1)
         with pytest.raises(ValueError, match="stream topic"):
             await hub.set_state("log", 1)
+
+
+def subscribers_of(redis_server, topic: str) -> int:
+    """How many connections Redis delivers ``topic``'s writes to (its channel's subscribers)."""
+    import redis
+
+    from trioconn.redis._scripts import Keys
+
+    channel = Keys("trioconn").channel(topic)
+    if isinstance(redis_server, RedisCluster):
+        node, command = redis_server.node_for(channel), ("PUBSUB", "SHARDNUMSUB", channel)
+    else:
+        node, command = redis_server, ("PUBSUB", "NUMSUB", channel)
+    with redis.Redis(port=node.port, socket_timeout=5) as client:
+        return int(client.execute_command(*command)[1])
+
+
+@both_modes
+async def test_a_hub_receives_the_writes_of_the_topics_its_subscribers_follow_and_no_others(redis_server):
+    from trioconn.redis import SyncPublisher
+
+    publish = trio.to_thread.run_sync
+    with SyncPublisher(redis_server.url) as pub:
+        async with served_hub(redis_server.url) as (hub, port), ws_client(port) as client:
+            broker = hub._broker
+            await subscribe(client, "mine")
+            async with hub.subscribe("in-process") as follower:
+                await follower.ready()
+                assert broker.following == {"mine", "in-process"}
+                assert subscribers_of(redis_server, "mine") == subscribers_of(redis_server, "in-process") == 1
+            for i in range(50):
+                await publish(pub.publish, "theirs", i)  # nobody here follows it
+            assert subscribers_of(redis_server, "theirs") == 0
+            await publish(pub.publish, "mine", "x")
+            with trio.fail_after(5):
+                assert (await client.recv())["data"] == "x"
+            # The last subscriber gone, Redis stops sending the topic here.
+            await client.send({"type": "unsubscribe", "topic": "mine", "ref": 1})
+            assert (await client.recv())["type"] == "unsubscribed"
+            await eventually(lambda: subscribers_of(redis_server, "mine") == 0)
+            assert subscribers_of(redis_server, "in-process") == 0 and not broker.following
+            await publish(pub.publish, "mine", "y")
+            await subscribe(client, "last")
+            await publish(pub.publish, "last", "z")
+            with trio.fail_after(5):
+                assert (await client.recv())["data"] == "z"
+            assert broker.received == 2  # "x" and "z": of 53 writes, the two this hub needed
+
+
+@pytest.mark.parametrize("redis_server", ["cluster"], indirect=True)
+@pytest.mark.parametrize("persist", [False, True], ids=["data-lost", "data-kept"])
+async def test_a_cluster_master_restarted_clients_keep_every_event_or_get_reset(redis_server, persist):
+    """One master of three is killed and started again (same port, config and directory).
+    Writes to the other masters go on meanwhile and reach the hub when it has reconnected;
+    the restarted master's topic continues (data kept) or is reset (data lost)."""
+    from trioconn.redis import SyncPublisher
+    from trioconn.redis._scripts import Keys
+
+    cluster = redis_server
+    if persist:
+        cluster.kill()
+        cluster.start(persist=True)
+    keys = Keys("trioconn")
+    by_master: dict[int, str] = {}
+    for name in (f"t/{i}" for i in range(50)):
+        by_master.setdefault(cluster.node_for(keys.topic(name)).port, name)
+    (hit_port, hit), (_, safe) = list(by_master.items())[:2]
+    master = next(node for node in cluster.nodes if node.port == hit_port)
+    publish = trio.to_thread.run_sync
+    with SyncPublisher(cluster.url) as pub:
+        async with served_hub(cluster.url) as (hub, port), ws_client(port) as client:
+            answers = {name: await subscribe(client, name) for name in (hit, safe)}
+            for i in range(1, 4):
+                for name in (hit, safe):
+                    await publish(pub.publish, name, i)
+            with trio.fail_after(5):
+                frames = [await client.recv() for _ in range(6)]
+            assert sorted((f["topic"], f["offset"]) for f in frames) == sorted(
+                (name, i) for name in (hit, safe) for i in range(1, 4)
+            )
+            master.kill()
+            await publish(pub.publish, safe, 4)  # the other masters still take writes
+            with pytest.raises(BrokerUnavailable):
+                await publish(pub.publish, hit, "lost")
+            await eventually(lambda: not hub._broker.connected)
+            master.start(persist=persist)
+            await trio.to_thread.run_sync(cluster.wait_ok)
+            # connected again means resynchronised: a lost topic has had its reset by now
+            await eventually(lambda: hub._broker.connected, seconds=15)
+            await publish(pub.publish, safe, 5)
+            expected_hit = await publish(pub.publish, hit, "after")
+            seen: dict[str, list[tuple[str, int]]] = {hit: [], safe: []}
+            with trio.fail_after(15):
+                while (safe, 5) not in [(safe, o) for _, o in seen[safe]] or (
+                    "event",
+                    expected_hit,
+                ) not in seen[hit]:
+                    frame = await client.recv()
+                    seen[frame["topic"]].append((frame["type"], frame["offset"]))
+            assert seen[safe] == [("event", 4), ("event", 5)]  # the write made meanwhile, then live
+            if persist:
+                assert (expected_hit, seen[hit]) == (4, [("event", 4)])
+            else:
+                assert (expected_hit, seen[hit]) == (1, [("reset", 0), ("event", 1)])
+            assert hub._broker.reconnects >= 1
+            assert hub.statistics().topics[safe].epoch == answers[safe]["epoch"]
 
 
 # -- faults ----------------------------------------------------------------------------------------
