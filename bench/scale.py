@@ -341,15 +341,6 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
     return "\n".join(lines) + "\n"
 
 
-def wait_quiet() -> None:
-    """The machine is shared: while ``/work/notes/QUIET`` exists someone measures; wait (20 min at most)."""
-    flag = Path("/work/notes/QUIET")
-    deadline = time.monotonic() + 20 * 60
-    while flag.exists() and time.monotonic() < deadline:
-        note("waiting: /work/notes/QUIET exists")
-        time.sleep(30)
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in ("hub", "clients", "publish"):
@@ -377,8 +368,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--topics must be >= 4; --hubs, --rounds, --runs and --rate positive")
     if args.smoke:
         args.topics, args.rounds, args.runs, args.rate = 200, 2, 1, 4000
-    else:
-        wait_quiet()
     results = []
     for run in range(args.runs):
         for design in args.designs.split(","):
