@@ -205,6 +205,32 @@ def test_a_mirror_says_which_topics_it_forgot_and_only_those():
     assert forgotten == ["t", "t"]
 
 
+async def test_a_subscription_redis_ends_by_itself_counts_as_a_lost_link():
+    """On a cluster, Redis unsubscribes a hub from a channel whose slot moved to another node:
+    the hub must notice (and reconnect), not wait forever for writes that go elsewhere."""
+    from trioconn.redis import RedisBroker
+    from trioconn.redis._broker import _Lost
+
+    broker = RedisBroker("redis+cluster://127.0.0.1:7000")
+    Hub(broker=broker)
+    channel = broker._keys.channel("t")
+
+    class Feed:
+        def __init__(self, messages):
+            self.messages = list(messages)
+
+        async def get_message(self):
+            await trio.lowlevel.checkpoint()
+            return self.messages.pop(0)
+
+    ended = {"type": "sunsubscribe", "channel": channel, "data": 0, "pattern": None}
+    broker._unsubscribing[channel] = 1  # one unsubscription of ours is on its way...
+    broker._following = {"t"}  # ...and the topic was followed again meanwhile
+    with pytest.raises(_Lost, match="dropped the subscription"):
+        await broker._read(Feed([ended, ended]))  # ours is expected; the second is Redis's own
+    assert broker._unsubscribing[channel] == 0
+
+
 def test_importing_trioconn_needs_neither_coredis_nor_redis():
     code = "import sys, trioconn; print(sorted({'coredis', 'redis'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

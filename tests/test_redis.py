@@ -736,6 +736,31 @@ async def test_a_hub_cut_off_from_redis_delivers_what_it_missed_when_back(redis_
     assert "lost the redis link" in caplog.text
 
 
+async def test_a_link_gone_silent_is_noticed_by_a_ping_and_the_hub_catches_up(redis_server):
+    """No close, no error: Redis stops answering. The broker pings after ``block`` quiet
+    seconds, gives the ping ``timeout``, reconnects once the link carries bytes again, and
+    delivers what was written meanwhile."""
+    from trioconn.redis import SyncPublisher
+
+    async with trio.open_nursery() as nursery:
+        proxy = Proxy(redis_server.port)
+        await nursery.start(proxy.serve)
+        with SyncPublisher(redis_server.url) as pub:
+            async with served_hub(proxy.url) as (hub, port), ws_client(port) as client:
+                await subscribe(client, "log")
+                await trio.to_thread.run_sync(pub.publish, "log", 1)
+                with trio.fail_after(5):
+                    assert (await client.recv())["offset"] == 1
+                proxy.freeze()
+                await eventually(lambda: not hub._broker.connected)  # block 0.5 s + timeout 1 s
+                for i in (2, 3):
+                    await trio.to_thread.run_sync(pub.publish, "log", i)
+                proxy.thaw()
+                with trio.fail_after(10):
+                    assert [(await client.recv())["offset"] for _ in range(2)] == [2, 3]
+        nursery.cancel_scope.cancel()
+
+
 async def test_the_trioconn_client_sees_a_reset_on_its_live_subscription(redis_server):
     from trioconn import EventItem, ResetItem, connect
 
@@ -844,6 +869,9 @@ class Proxy:
         self.links: set[trio.CancelScope] = set()
         self.open = True
         self.url = ""
+        #: set while bytes flow; cleared by ``freeze`` (links stay open, nothing is forwarded)
+        self.flowing = trio.Event()
+        self.flowing.set()
 
     async def serve(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -869,10 +897,10 @@ class Proxy:
         self.links.discard(scope)
         await trio.aclose_forcefully(stream)
 
-    @staticmethod
-    async def _pump(source: trio.SocketStream, sink: trio.SocketStream) -> None:
+    async def _pump(self, source: trio.SocketStream, sink: trio.SocketStream) -> None:
         try:
             async for data in source:
+                await self.flowing.wait()
                 await sink.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
@@ -885,6 +913,13 @@ class Proxy:
 
     def restore(self) -> None:
         self.open = True
+
+    def freeze(self) -> None:
+        """A link that goes silent without closing (a peer or a route gone): bytes are held."""
+        self.flowing = trio.Event()
+
+    def thaw(self) -> None:
+        self.flowing.set()
 
 
 # -- asyncio ---------------------------------------------------------------------------------------
