@@ -147,6 +147,90 @@ async def test_redis_hub_refuses_nowait_writes_and_publishing_before_it_runs():
         await hub.publish("t", object())
 
 
+def test_redis_urls_name_one_server_or_a_cluster_and_anything_else_is_refused_clearly():
+    from trioconn.redis import RedisBroker, SyncPublisher
+    from trioconn.redis._scripts import Target, parse_url
+
+    assert parse_url("redis://h:1/2") == Target("redis://h:1/2", cluster=False)
+    assert parse_url("unix:///run/redis.sock") == Target("unix:///run/redis.sock", cluster=False)
+    node = parse_url("redis+cluster://us%40er:pa%3Ass@h:7000")
+    assert node == Target("redis://us%40er:pa%3Ass@h:7000", cluster=True)
+    assert node.cluster_node() == ("h", 7000, "us@er", "pa:ss", False)
+    assert parse_url("rediss+cluster://h:7000/0").cluster_node() == ("h", 7000, None, None, True)
+    assert (parse_url("redis://h").publish, node.publish) == ("PUBLISH", "SPUBLISH")
+    refused = [
+        ("http://h:1", "url must start with one of redis://"),
+        ("h:6379", "url must start with"),
+        ("redis+cluster://h:7000/2", "only database 0"),
+        ("redis+cluster://:7000", "names no host"),
+        ("redis+cluster://h:7000?ssl_cert_reqs=none", "no options"),
+        ("redis+cluster://h:port", "invalid port"),
+        (6379, "url must be a str"),
+    ]
+    for url, why in refused:
+        with pytest.raises(ValueError, match=why):
+            RedisBroker(url)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match=why):
+            SyncPublisher(url)  # type: ignore[arg-type]
+
+
+def test_every_key_and_the_channel_of_a_topic_hash_to_one_cluster_slot():
+    from redis.crc import key_slot
+
+    from trioconn.redis._scripts import Keys
+
+    keys = Keys("app")
+    for name in ["jobs/42", "a}b", "{x}", "}{", "x{y}z", "é/ü", "{"]:
+        assert len({key_slot(key.encode()) for key in keys.write_keys(name)}) == 1, name
+        assert keys.name_of(keys.channel(name)) == name
+    # and the topics themselves spread over the cluster
+    assert len({key_slot(keys.topic(f"t/{i}").encode()) for i in range(100)}) > 90
+
+
+def test_a_mirror_says_which_topics_it_forgot_and_only_those():
+    reg, forgotten = mirror(), []
+    reg.on_forget = forgotten.append
+    a, b = ResetSink(), ResetSink()
+    reg.sync(snap(1, history=events([1])), now=0)
+    reg.subscribe("t", a, now=0)
+    reg.subscribe("t", b, now=0)
+    reg.unsubscribe("t", a, now=0)
+    assert forgotten == []  # b still follows it
+    reg.sync(snap(5, epoch="e2"), now=0)  # replaced by a new epoch: still followed by b
+    assert forgotten == []
+    reg.unsubscribe("t", b, now=0)
+    assert forgotten == ["t"] and reg.get("t") is None
+    reg.sync(snap(1, history=events([1])), now=0)  # loaded, then nobody subscribed after all
+    reg.drop("t")
+    assert forgotten == ["t", "t"]
+
+
+async def test_a_subscription_redis_ends_by_itself_counts_as_a_lost_link():
+    """On a cluster, Redis unsubscribes a hub from a channel whose slot moved to another node:
+    the hub must notice (and reconnect), not wait forever for writes that go elsewhere."""
+    from trioconn.redis import RedisBroker
+    from trioconn.redis._broker import _Lost
+
+    broker = RedisBroker("redis+cluster://127.0.0.1:7000")
+    Hub(broker=broker)
+    channel = broker._keys.channel("t")
+
+    class Feed:
+        def __init__(self, messages):
+            self.messages = list(messages)
+
+        async def get_message(self):
+            await trio.lowlevel.checkpoint()
+            return self.messages.pop(0)
+
+    ended = {"type": "sunsubscribe", "channel": channel, "data": 0, "pattern": None}
+    broker._unsubscribing[channel] = 1  # one unsubscription of ours is on its way...
+    broker._following = {"t"}  # ...and the topic was followed again meanwhile
+    with pytest.raises(_Lost, match="dropped the subscription"):
+        await broker._read(Feed([ended, ended]))  # ours is expected; the second is Redis's own
+    assert broker._unsubscribing[channel] == 0
+
+
 def test_importing_trioconn_needs_neither_coredis_nor_redis():
     code = "import sys, trioconn; print(sorted({'coredis', 'redis'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

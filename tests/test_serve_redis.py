@@ -16,7 +16,7 @@ import trio
 import trioconn
 
 from ._serve import Serve, eventually, metric
-from .test_redis import redis_server  # noqa: F401 - the fixture
+from .test_redis import _redis_cluster, both_modes, redis_server  # noqa: F401 - the fixtures
 
 pytestmark = pytest.mark.redis
 
@@ -41,6 +41,7 @@ def health(server: Serve) -> tuple[int, dict]:
     return server.call("GET", "/health")
 
 
+@both_modes
 def test_health_is_503_while_redis_is_down_and_200_again_when_it_is_back(redis_server, servers):  # noqa: F811
     server = servers("--port", "0", "--api-key", KEY, "--redis", redis_server.url, "--redis-timeout", "1")
     eventually(lambda: health(server)[0] == 200, what="health 200 once redis is reached")

@@ -167,6 +167,7 @@ class HubSubscription:
         if not broker.ready(topic):
             await broker.load(topic)  # a shared broker copies the topic into this hub's mirror
         if self._closed:
+            registry.drop(topic)  # loaded for nobody: a mirror keeps only followed topics
             return
         frames = registry.subscribe(
             topic,

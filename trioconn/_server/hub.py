@@ -760,8 +760,9 @@ class _BrokerRunner:
     The task lives in the nursery of the holder that started it. When that holder ends while
     others remain, the task is stopped there and started again in the nursery of the oldest
     remaining holder — a nursery that outlives it, so nothing runs unsupervised. The broker picks
-    up where it stopped (``RedisBroker`` keeps its firehose position), so nothing is missed; a
-    write awaiting the broker at that moment may fail with ``BrokerUnavailable``.
+    up where it stopped (``RedisBroker`` subscribes again and resynchronises its topics), so
+    nothing is missed; a write awaiting the broker at that moment may fail with
+    ``BrokerUnavailable``.
     """
 
     def __init__(self, run: Callable[..., Awaitable[None]]) -> None:

@@ -226,6 +226,9 @@ class TopicRegistry:
         self.max_topics = max_topics
         #: True when a shared broker owns the topics and this registry only mirrors them.
         self.mirror = False
+        #: called with a mirrored topic's name when the mirror drops it (nobody here follows
+        #: it any more), so that the broker stops receiving its writes
+        self.on_forget: Callable[[str], None] | None = None
         self._epoch_factory = epoch_factory
         #: how every write's data is encoded, here and by a shared broker
         self.encode_data = encode_data
@@ -310,8 +313,10 @@ class TopicRegistry:
         if topic.subscribers:
             return
         unused = self.mirror or (topic.kind is None and not topic.ended)
-        if unused:
+        if unused and self._topics.get(topic.name) is topic:
             self._remove(topic)
+            if self.mirror and self.on_forget is not None:
+                self.on_forget(topic.name)
 
     def write(self, name: str, kind: TopicKind, data: Any, now: float) -> tuple[int, list[Subscriber]]:
         """Append one write to topic ``name``.

@@ -86,7 +86,8 @@ class RedisSettings:
     """The shared broker (``trioconn.redis.RedisBroker``): several ``serve`` processes, one Redis.
 
     Args:
-        url: ``redis://[[user]:password@]host:port/db`` or ``rediss://``.
+        url: ``redis://[[user]:password@]host:port/db`` or ``rediss://``; a Redis Cluster:
+            ``redis+cluster://[[user]:password@]host:port`` (any node) or ``rediss+cluster://``.
         prefix: key namespace; every process serving the same topics uses the same one.
         timeout: seconds a Redis call may take before the link counts as down.
     """
@@ -475,8 +476,9 @@ def _choice(*choices: str) -> Any:
 
 def _redis_url(value: Value) -> str:
     url = _nonempty_str(value)
-    if not url.startswith(("redis://", "rediss://", "unix://")):
-        raise _fail(value, "must be a redis://, rediss:// or unix:// URL")
+    schemes = ("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")
+    if not url.startswith(schemes):
+        raise _fail(value, f"must be a {', '.join(schemes[:-1])} or {schemes[-1]} URL")
     return url
 
 
