@@ -275,6 +275,27 @@ async def test_oversized_frame_closes_with_1009_and_others_are_unaffected(autoju
     assert hub.statistics().disconnects.get("frame-too-big") == 1
 
 
+@pytest.mark.parametrize(
+    ("text", "closed"),
+    [("é" * 470, False), ("é" * 520, True), ("😀" * 235, False), ("😀" * 260, True)],
+    ids=["2-byte-chars-under", "2-byte-chars-over", "4-byte-chars-under", "4-byte-chars-over"],
+)
+async def test_max_frame_size_counts_the_bytes_of_text_not_its_characters(autojump_clock, text, closed):
+    # 280 to 570 characters, all under 1000; the UTF-8 bytes (plus the frame's JSON) decide.
+    hub = Hub(max_frame_size=1000)
+    async with memory_client(hub) as client:
+        await welcomed(client)
+        message = json.dumps({"type": "publish", "topic": "t", "data": text, "ref": 1}, ensure_ascii=False)
+        assert len(message) < 1000 and (len(message.encode()) > 1000) == closed
+        await client.send(message)
+        if closed:
+            closing = await client.closed()
+            assert closing.code == 1009 and closing.reason == "message over 1000 bytes"
+        else:  # read and answered (publishing is not allowed without an authorize hook)
+            answer = await client.recv_type("error")
+            assert answer["ref"] == 1 and answer["code"] == "forbidden"
+
+
 async def test_a_failing_authorize_hook_closes_only_that_connection_with_1011(autojump_clock, caplog):
     def authorize(identity, topic, action):
         if topic == "boom":

@@ -36,7 +36,7 @@ from typing import Any
 
 from .._server.config import HandshakeRequest, RefuseWith
 from .._server.hub import BaseHub
-from .._server.socket import Closed, Refused, ServerSocket, SocketClosed
+from .._server.socket import Closed, Refused, ServerSocket, SocketClosed, encoded_size
 
 __all__ = ["AsgiSocket", "HubApp", "handshake_request", "lifespan"]
 
@@ -104,9 +104,7 @@ class AsgiSocket(ServerSocket):
 
 
 def _too_big(payload: str | bytes, limit: int) -> bool:
-    if isinstance(payload, bytes) or len(payload) * 4 <= limit:
-        return len(payload) > limit
-    return len(payload.encode("utf-8", "surrogatepass")) > limit
+    return encoded_size(payload) > limit
 
 
 def handshake_request(scope: Scope) -> HandshakeRequest:

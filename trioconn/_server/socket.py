@@ -30,7 +30,15 @@ import attrs
 from .._core.exceptions import TrioconnError
 from .._core.protocol import refusal_close_code
 
-__all__ = ["Accepted", "Admission", "Closed", "Refused", "ServerSocket", "SocketClosed"]
+__all__ = ["Accepted", "Admission", "Closed", "Refused", "ServerSocket", "SocketClosed", "encoded_size"]
+
+
+def encoded_size(payload: str | bytes) -> int:
+    """The bytes ``payload`` takes in a WebSocket message (UTF-8 for text): what ``max_frame_size``
+    limits, in every front end."""
+    if isinstance(payload, bytes) or payload.isascii():  # isascii() is O(1) for str
+        return len(payload)
+    return len(payload.encode("utf-8", "surrogatepass"))
 
 
 @attrs.frozen

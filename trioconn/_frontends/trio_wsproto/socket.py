@@ -17,8 +17,8 @@ framing and the protocol checks; this class moves bytes.
   pending and no write is under way, and keeps what the kernel did not take in ``pending``;
   every other write takes the lock and sends ``pending`` first. TLS and in-memory streams have no
   direct path (``ready`` is always False), so their messages go through ``send``.
-- **Messages.** Fragmented messages are joined; one larger than ``max_message_size`` (characters
-  for text, bytes for binary) is answered with close code 1009. Frames wsproto cannot accept
+- **Messages.** Fragmented messages are joined; one larger than ``max_message_size`` bytes (UTF-8
+  for text, as every front end counts) is answered with close code 1009. Frames wsproto cannot accept
   (invalid UTF-8, RSV bits, a control frame over 125 bytes, an unmasked frame …) are answered
   with a close frame carrying wsproto's code (1002 or 1007) and reason, and the socket closes
   (RFC 6455 7.1.7, "Fail the WebSocket Connection").
@@ -35,7 +35,7 @@ import trio
 from wsproto.connection import Connection, ConnectionState
 from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
 
-from ..._server.socket import Closed, ServerSocket, SocketClosed
+from ..._server.socket import Closed, ServerSocket, SocketClosed, encoded_size
 from .handshake import RECEIVE_SIZE, receive_some
 from .writer import frame
 
@@ -109,14 +109,15 @@ class WsprotoSocket(ServerSocket):
 
     async def _message(self, event: TextMessage | BytesMessage) -> str | bytes | None:
         """The whole message once ``event`` finishes it (None before); over the limit, 1009."""
-        data = event.data
-        if event.message_finished and not self._parts and len(data) <= self._max:
-            return data if isinstance(data, str) else bytes(data)
-        self._size += len(data)
-        self._parts.append(data if isinstance(data, str) else bytes(data))
+        data = event.data if isinstance(event.data, str) else bytes(event.data)
+        size = encoded_size(data)
+        if event.message_finished and not self._parts and size <= self._max:
+            return data
+        self._size += size
+        self._parts.append(data)
         if self._size > self._max:
             self._parts, self._size = [], 0
-            reason = f"message over {self._max} {'characters' if isinstance(data, str) else 'bytes'}"
+            reason = f"message over {self._max} bytes"
             self._closed = Closed(1009, reason)
             await self._write_or_lost(self._conn.send(CloseConnection(1009, reason)))
             raise SocketClosed
