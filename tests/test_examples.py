@@ -208,7 +208,7 @@ def test_progress_client_ctrl_c_leaves_the_job_running(run, tmp_path):
     follower = run("progress_client.py", "--port", str(port), "--job", "j3")
     follower.wait_for(r"^j3: [1-9]\d*/100 ")
     follower.signal(signal.SIGINT)
-    assert follower.wait() == 130
+    assert follower.wait() == 130, follower.report()
 
 
 def test_progress_server_starts_jobs_on_request_with_no_client_inside_it(run, tmp_path):

@@ -11,10 +11,10 @@ hub and sends the close frame. Nothing about a connection outlives its nursery.
 - The **receiver** reads frames; every frame pushes the heartbeat deadline ``timeout`` ahead. It
   runs as the body of the connection's task group (the task that started the connection), so a
   connection costs three tasks, not four.
-- The **heartbeat** task queues a ``ping`` every ``interval`` inside a cancel scope whose deadline
-  the receiver keeps moving; when it passes, the connection is closed with 4000. Between pings it
-  sleeps on the hub's ``HeartbeatClock`` (``clock.py``): one timer wakes every connection due in
-  the same 1/64 of the interval, instead of one timer per connection.
+- The **heartbeat** task holds a cancel scope whose deadline the receiver keeps moving; when it
+  passes, the connection is closed with 4000. A ``ping`` goes out every ``interval``: sent by
+  the hub's ``HeartbeatClock`` (``clock.py``), whose one timer pings every connection due in the
+  same 1/64 of the interval, or by the heartbeat task itself while no clock runs.
 - Each ``request`` the client sends runs its handler as one more task of the same nursery
   (``requests.py``), at most ``max_requests_in_flight`` at once, so a handler ends with the
   connection that asked.
@@ -163,6 +163,7 @@ class ServerConnection:
         "_dropped",
         "_has_work",
         "_in_flight",
+        "_next_ping",
         "_paused_for",
         "_ping_id",
         "_ping_sent_at",
@@ -216,6 +217,8 @@ class ServerConnection:
         now = anyio.current_time()
         self.opened_at = self.last_seen = now
         self._ping_id = 0
+        #: when the next ping is due
+        self._next_ping = now
         self._ping_sent_at: float | None = None
         self.pings_sent = self.pongs_seen = self.messages_sent = self.frames_sent = 0
         self._dropped = 0
@@ -636,17 +639,35 @@ class ServerConnection:
     async def _heartbeat(self) -> None:
         interval = self._config.heartbeat_interval
         clock = self._services.clock
-        due = anyio.current_time()
+        self._next_ping = anyio.current_time() + interval
         with self._alive:
             while True:
-                due = max(due + interval, anyio.current_time())
-                await clock.sleep_until(due)
-                self._ping_id += 1
-                self._ping_sent_at = anyio.current_time()
-                self.pings_sent += 1
-                self._queue(Ping(self._ping_id, self.rtt).to_json())
+                if clock.running and clock.stopped is not None:
+                    # The hub's clock pings for us (``ping_due``); this task only holds the
+                    # dead-link deadline, until the clock stops.
+                    stopped = clock.stopped
+                    clock.schedule(self._next_ping, self)
+                    try:
+                        await stopped.wait()
+                    finally:
+                        clock.unschedule(self)
+                else:
+                    await anyio.sleep_until(self._next_ping)
+                    self.ping_due()
         if self._alive.cancelled_caught:
             self.close(4000, "heartbeat timeout", "heartbeat-timeout", drain=False)
+
+    def ping_due(self) -> float | None:
+        """Queue the ping that is due; returns when the next one is (None once closing)."""
+        if self.close_code is not None:
+            return None
+        self._ping_id += 1
+        now = self._ping_sent_at = anyio.current_time()
+        self.pings_sent += 1
+        self._queue(Ping(self._ping_id, self.rtt).to_json())
+        following = self._next_ping + self._config.heartbeat_interval
+        self._next_ping = following if following > now else now + self._config.heartbeat_interval
+        return self._next_ping
 
     def slow_consumer(self) -> None:
         """The outbox overflowed: close without draining so the client resumes from history."""
