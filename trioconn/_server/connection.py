@@ -123,7 +123,7 @@ class HubServices:
     codec: JsonCodec = attrs.field(factory=JsonCodec)
     #: called with every ping round-trip time measured (seconds), for the hub's histogram
     observe_rtt: Callable[[float], None] = lambda _seconds: None
-    #: wakes the heartbeat task (one timer for all connections, ``clock.py``)
+    #: sends every connection's pings from one timer while the hub runs (``clock.py``)
     clock: HeartbeatClock = attrs.field(factory=lambda: HeartbeatClock(1.0))
     #: opens the task group of a connection's tasks (anyio's; a front end may give a lighter one)
     open_task_group: OpenTaskGroup = anyio.create_task_group

@@ -144,7 +144,7 @@ class BaseHub:
             raise TypeError(f"broker must be a trioconn Broker, not {type(broker).__name__}")
         self._broker: Broker = MemoryBroker() if broker is None else broker
         self._broker.bind(self._registry, self._slow_consumer)
-        #: wakes every connection's heartbeat task: one timer per bucket of time, not one each
+        #: sends every connection's pings: one timer per bucket of time, not one per connection
         self._clock = HeartbeatClock(config.heartbeat_interval / CLOCK_BUCKETS)
         self._broker_runner = _BrokerRunner(self._background)
         self._presence = Presence()
@@ -820,8 +820,8 @@ class _BrokerRunner:
 
 
 #: The heartbeat clock's buckets per heartbeat interval: a ping goes out at most 1/64 of the
-#: interval late (0.23 s of the default 15 s), and each bucket's timer wakes every connection due
-#: within it.
+#: interval late (0.23 s of the default 15 s), and each bucket's timer pings every connection
+#: due within it.
 CLOCK_BUCKETS = 64
 
 #: How long moving the broker to another holder may take (stopping it, starting it again).
