@@ -334,11 +334,17 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
         row, base = rows[design, hubs, rate], rows[design, 1, args.rate]
         label = design if rate == args.rate else f"{design}, {rate:g} writes/s"
         lines.append(
-            f"| {label} | {hubs} | {row['hub_us']:.1f} | {row['hub_us'] / base['hub_us']:.2f} | "
-            f"{row['redis_ms']:.0f} | {row['out']:.0f} | {row['out'] / base['out']:.2f} | "
+            f"| {label} | {hubs} | {row['hub_us']:.1f} | {_ratio(row['hub_us'], base['hub_us'])} | "
+            f"{row['redis_ms']:.0f} | {row['out']:.0f} | {_ratio(row['out'], base['out'])} | "
             f"{row['delivered']:.0f} | {row['missing']} | {row['violations']} | {row['other']:.2f} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _ratio(value: float, base: float) -> str:
+    """``value / base`` for a table cell; "-" when the base is 0 (CPU below one /proc clock
+    tick, as in a ``--smoke`` run)."""
+    return f"{value / base:.2f}" if base else "-"
 
 
 def main(argv: list[str] | None = None) -> int:
