@@ -278,3 +278,18 @@ async def test_the_broker_runs_while_any_holder_is_left_and_moves_when_its_host_
         second.cancel()
         await ended["second"].wait()
         assert not broker.running
+
+
+async def test_a_failing_broker_task_comes_out_of_running_as_its_own_exception(autojump_clock):
+    # The broker runs next to the heartbeat clock in a task group of the hub's: no group of it
+    # may reach the user.
+    class Failing(MemoryBroker):
+        async def run(self, *, task_status=trio.TASK_STATUS_IGNORED):
+            task_status.started()
+            await trio.sleep(1)
+            raise RuntimeError("boom")
+
+    hub = Hub(broker=Failing())
+    with pytest.raises(RuntimeError, match="boom"):
+        async with hub.running():
+            await trio.sleep_forever()

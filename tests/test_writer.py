@@ -143,3 +143,21 @@ async def test_a_pong_sent_during_a_burst_never_lands_inside_a_pending_frame():
                     hub.publish_nowait(topic, [i, big])
                 await client.read_until(lambda c: "pong" in c.messages and c.events() == 25)
         nursery.cancel_scope.cancel()
+
+
+async def test_a_tcp_peer_is_named_host_and_port_to_authenticate_and_in_statistics():
+    seen: list[str] = []
+
+    def authenticate(request):
+        seen.append(request.remote)
+        return "someone"
+
+    hub = Hub(authenticate=authenticate)
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(hub.serve, "127.0.0.1", 0)
+        async with loopback_client(port) as client:
+            await client.recv_type("welcome")
+            client_port = client.ws.local.port
+            assert seen == [f"127.0.0.1:{client_port}"]
+            assert [s.remote for s in hub.statistics().sessions] == seen
+        nursery.cancel_scope.cancel()

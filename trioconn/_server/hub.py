@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 ``BaseHub`` is everything a hub is except how it meets the network. Front ends
-(``trioconn/_frontends/``: the trio-websocket server behind ``Hub.serve``, the ASGI app of
+(``trioconn/_frontends/``: the trio and wsproto server behind ``Hub.serve``, the ASGI app of
 ``trioconn.asgi``) turn each upgrade request into a ``HandshakeRequest``, ask ``admit`` whether to
 accept it (origin, ``authenticate``, shutdown), and run each accepted connection with
 ``serve_socket``, which wraps it in a ``ServerConnection`` — a task group of its own inside the
@@ -247,10 +247,14 @@ class BaseHub:
         await conn.run()
 
     async def _background(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """What runs while the hub runs: the heartbeat clock and the broker's task."""
-        async with anyio.create_task_group() as tasks:
-            await tasks.start(self._clock.run)
-            await self._broker.run(task_status=task_status)
+        """What runs while the hub runs: the heartbeat clock and the broker's task.
+
+        A failing broker comes out as its own exception, not in a group of this task group's.
+        """
+        with unwrap_group():
+            async with anyio.create_task_group() as tasks:
+                await tasks.start(self._clock.run)
+                await self._broker.run(task_status=task_status)
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[BaseHub]:

@@ -6,7 +6,7 @@ A front end (``trioconn/_frontends/``) owns the I/O library: it accepts the conn
 the upgrade request with the hub (``Hub.admit``) and, once it has accepted, wraps the connection
 in a ``ServerSocket`` and hands it to ``Hub.serve_socket``. The connection logic — receiver,
 sender and heartbeat tasks, the outbox, the topics — only ever talks to this interface, so it
-runs the same over trio-websocket, an ASGI server or anything else that can carry text messages.
+runs the same over the trio front end (wsproto), an ASGI server or anything else that can carry text messages.
 
 The interface is small on purpose:
 

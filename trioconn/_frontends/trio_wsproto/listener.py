@@ -216,7 +216,7 @@ async def _counted(
     try:
         await serve(stream, handshake_over)
     except Exception:
-        # A bug, in trioconn or trio-websocket: it ends this client, not the server.
+        # A bug, in trioconn or wsproto: it ends this client, not the server.
         logger.exception("serving a client failed")
     finally:
         handshake_over()
